@@ -1,0 +1,117 @@
+"""The Python API behind the CLI: ``condense``, ``evaluate_file``, ``catalogue``.
+
+Example:
+    >>> from dsdistill.api import condense, evaluate_file          # doctest: +SKIP
+    >>> syn = condense("dm", "mnist", ipc=10, iterations=200, output="dm.h5")
+    >>> report = evaluate_file("dm.h5", runs=3, epochs=300)
+    >>> print(report.table())
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dsdistill.errors import ConfigError
+from dsdistill.synthetic import SyntheticSet
+
+
+def _registries() -> None:
+    import dsdistill.evaluators  # noqa: F401
+    import dsdistill.methods  # noqa: F401
+    import dsdistill.models  # noqa: F401
+
+
+def catalogue() -> dict[str, list[str]]:
+    """Registered names: ``{"methods", "datasets", "models", "protocols"}``."""
+    _registries()
+    from dsdistill.registry import CONDENSERS, DATASETS, EVALUATORS, MODELS
+
+    return {"methods": CONDENSERS.names(), "datasets": DATASETS.names(), "models": MODELS.names(),
+            "protocols": EVALUATORS.names()}
+
+
+def _check_output(output: str | os.PathLike | None, overwrite: bool) -> None:
+    if output is None:
+        return
+    path = Path(output)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"output {path} exists; pass --overwrite to replace it")
+    if not path.parent.exists() if str(path.parent) else False:
+        raise ConfigError(f"output directory {path.parent} does not exist; create it first")
+
+
+def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike | None = None,
+             iterations: int | None = None, params: dict[str, Any] | None = None, seed: int = 0,
+             zca: bool = False, overwrite: bool = False, resume: bool = False, checkpoint_every: int = 50,
+             data_root: str | None = None, download: bool = False, device: str = "cpu",
+             threads: int | None = None, progress: bool = True) -> SyntheticSet:
+    """Run condenser ``method`` on ``dataset`` and (optionally) write the set to ``output``.
+
+    Names are validated before any data is loaded; the output is written atomically at the end,
+    so a failed or interrupted run never leaves a file under ``output`` (a checkpoint
+    ``output + ".ckpt"`` is kept for ``resume=True`` instead).
+    """
+    _registries()
+    from dsdistill.condenser import Checkpointer
+    from dsdistill.data import load_real
+    from dsdistill.data.catalogue import PREFIXES, canonical_name
+    from dsdistill.io import save_synthetic
+    from dsdistill.perf import set_threads
+    from dsdistill.registry import CONDENSERS, DATASETS
+
+    cls = CONDENSERS.get(method)
+    key = canonical_name(dataset)
+    if not key.startswith(PREFIXES):
+        DATASETS.get(key)
+    if ipc <= 0:
+        raise ConfigError(f"--ipc must be a positive integer, got {ipc}")
+    _check_output(output, overwrite)
+    overrides = dict(params or {})
+    if iterations is not None:
+        overrides["iterations"] = iterations
+    condenser = cls.from_settings(key, ipc, overrides)
+    set_threads(threads)
+    real = load_real(key, data_root, download=download, zca=zca)
+    checkpoint = None
+    if output is not None and hasattr(condenser.config, "iterations"):
+        checkpoint = Checkpointer(f"{output}.ckpt", every=checkpoint_every, resume=resume)
+    syn = condenser.condense(real, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
+    if output is not None:
+        save_synthetic(syn, output, overwrite=True)
+        if checkpoint is not None:
+            checkpoint.remove()
+    return syn
+
+
+def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, runs: int = 3,
+                  epochs: int | None = None, protocol: str | None = None, lr: float | None = None,
+                  batch_size: int | None = None, seed: int = 0, baseline: bool = True,
+                  dataset: str | None = None, json_path: str | None = None, data_root: str | None = None,
+                  download: bool = False, device: str = "cpu", threads: int | None = None,
+                  progress: bool = True):
+    """Load a synthetic set file, evaluate it (see :func:`dsdistill.evaluators.evaluate`), optionally
+    write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`."""
+    _registries()
+    from dsdistill.data import load_real
+    from dsdistill.evaluators import evaluate
+    from dsdistill.io import atomic_write_json, load_synthetic
+    from dsdistill.perf import set_threads
+    from dsdistill.registry import EVALUATORS, MODELS
+
+    models = models or ["convnet"]
+    for name in models:
+        MODELS.get(name)
+    if protocol:
+        EVALUATORS.get(protocol)
+    syn = load_synthetic(file)
+    set_threads(threads)
+    zca_eps = float(syn.zca["eps"]) if syn.zca else 0.1
+    real = load_real(dataset or syn.dataset, data_root, download=download, zca=syn.space == "zca", zca_eps=zca_eps)
+    report = evaluate(syn, real, models=models, runs=runs, protocol=protocol, epochs=epochs, lr=lr,
+                      batch_size=batch_size, seed=seed, device=device, baseline=baseline, progress=progress,
+                      file=str(file))
+    if json_path:
+        atomic_write_json(json_path, report.to_dict())
+    return report

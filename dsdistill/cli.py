@@ -1,0 +1,190 @@
+"""The ``dsdistill`` command line: a thin click shell over the Python API.
+
+Every user error (a :class:`~dsdistill.errors.DsdistillError`) is printed as one line
+``error: ...`` on stderr with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from dsdistill.errors import ConfigError, DsdistillError
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(fn):
+    """Turn toolkit errors into one line and exit code 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from dsdistill.condenser import Interrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except DsdistillError as exc:
+            _fail(str(exc), exc.exit_code)
+        except Interrupted as exc:
+            _fail(f"interrupted; state saved to {exc}; rerun the same command with --resume to continue", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    """Eager ``--config``: a YAML mapping of option names fills click's defaults; flags still win."""
+    if not path:
+        return path
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read config {path}: {exc}")
+    if not isinstance(data, dict):
+        _fail(f"config {path} must be a mapping of option names to values")
+    valid = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        _fail(f"unknown key(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(valid))}")
+    if "param" in data:
+        params = data.pop("param")
+        if not isinstance(params, dict):
+            _fail(f"'param' in {path} must be a mapping of method settings")
+        data["param"] = [f"{k}={json.dumps(v)}" for k, v in params.items()]
+    ctx.default_map = {**(ctx.default_map or {}), **data}
+    return path
+
+
+config_option = click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+                             callback=_load_config, help="YAML file of option defaults (explicit flags win).")
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("lr_img=0.5", "init=noise")`` -> ``{"lr_img": 0.5, "init": "noise"}`` (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="dsdistill")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def main(verbose: bool) -> None:
+    """Condense datasets into tiny synthetic sets and evaluate them fairly."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+def common_data_options(fn):
+    fn = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                      help="Dataset folder (default: $DSDISTILL_DATA, ../shared/data, or the shipped MNIST).")(fn)
+    fn = click.option("--download", is_flag=True, help="Let torchvision download missing datasets.")(fn)
+    fn = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")(fn)
+    fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(fn)
+    return fn
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but no CUDA device is available; use --device cpu")
+    return device
+
+
+@main.command()
+@config_option
+@click.option("--method", "-m", required=True, help="Condenser name (see `dsdistill list`).")
+@click.option("--dataset", "-d", default="mnist", help="Dataset name, arrays:DIR or imagefolder:DIR.")
+@click.option("--ipc", type=int, default=10, help="Images per class.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Override the recipe's iterations.")
+@click.option("--param", "-p", multiple=True, help="Method setting KEY=VALUE (repeatable).")
+@click.option("--seed", type=int, default=0)
+@click.option("--zca", is_flag=True, help="Condense in ZCA space (kornia, eps 0.1).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT.ckpt if present.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=50, help="Iterations between checkpoints.")
+@common_data_options
+@user_errors
+def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwrite, resume, checkpoint_every,
+             data_root, download, device, threads, quiet):
+    """Condense DATASET into IPC synthetic images per class and write OUTPUT (HDF5)."""
+    from dsdistill.api import condense as run_condense
+
+    syn = run_condense(method, dataset, ipc, output=output, iterations=iterations, params=parse_params(param),
+                       seed=seed, zca=zca, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                       data_root=data_root, download=download, device=_device(device), threads=threads,
+                       progress=not quiet)
+    seconds = syn.provenance.get("elapsed_seconds", 0)
+    click.echo(f"wrote {output}: {syn.method} on {syn.dataset}, {syn.num_images} images "
+               f"{tuple(syn.image_shape)}, {syn.storage_bytes()['total'] / 1024:.1f} KiB, {seconds:.1f} s")
+
+
+@main.command()
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--model", default="convnet", help="Student model(s), comma-separated.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, help="Students per model (seeds).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's epochs.")
+@click.option("--protocol", default=None, help="dc | tm (default: what the file asks for).")
+@click.option("--lr", type=float, default=None, help="Override the student learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=0)
+@click.option("--no-baseline", is_flag=True, help="Skip the random-subset baseline.")
+@click.option("--dataset", default=None, help="Dataset to test on (default: the file's).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report here.")
+@common_data_options
+@user_errors
+def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, dataset, json_path,
+             data_root, download, device, threads, quiet):
+    """Train fresh students on FILE and report test accuracy next to the random baseline."""
+    from dsdistill.api import evaluate_file
+
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    report = evaluate_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
+                           batch_size=batch_size, seed=seed, baseline=not no_baseline, dataset=dataset,
+                           json_path=json_path, data_root=data_root, download=download, device=_device(device),
+                           threads=threads, progress=not quiet)
+    click.echo(report.table())
+    if json_path:
+        click.echo(f"report written to {json_path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@user_errors
+def info(file):
+    """Describe a dsdistill HDF5 file."""
+    from dsdistill.io import describe
+
+    click.echo(describe(file))
+
+
+@main.command(name="list")
+def list_() -> None:
+    """List methods, datasets, models and evaluation protocols."""
+    from dsdistill.api import catalogue
+
+    for kind, names in catalogue().items():
+        click.echo(f"{kind}: {', '.join(names)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

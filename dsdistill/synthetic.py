@@ -1,0 +1,128 @@
+"""The in-memory form of a distilled image set.
+
+A :class:`SyntheticSet` is what every image condenser returns and what the HDF5 file stores
+(``dsdistill.io.hdf5``). Images are kept class-major: the ``ipc`` images of class 0 first, then
+class 1, and so on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Space = Literal["pixel", "normalized", "zca"]
+SPACES = ("pixel", "normalized", "zca")
+
+
+@dataclass
+class SoftLabels:
+    """Static per-instance soft labels.
+
+    Attributes:
+        values: ``(N, K)`` float tensor, one row per synthetic image.
+        kind: ``"logits"`` or ``"probs"``.
+        temperature: Temperature the student loss should use with these labels.
+        source: Free text naming what produced them (teacher model, expert ids).
+    """
+
+    values: Tensor
+    kind: Literal["logits", "probs"] = "logits"
+    temperature: float = 1.0
+    source: str = ""
+
+    def probabilities(self) -> Tensor:
+        """``(N, K)`` target distribution at ``temperature``."""
+        if self.kind == "probs":
+            return self.values.float()
+        return torch.softmax(self.values.float() / self.temperature, dim=1)
+
+
+@dataclass
+class SyntheticSet:
+    """A distilled image dataset plus everything needed to train on it.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32, class-major, in ``space``.
+        labels: ``(N,)`` int64 hard labels.
+        num_classes: Number of classes K.
+        method: Registered condenser name that produced the set.
+        dataset: Dataset name (catalogue key).
+        ipc: Images per class (``N == ipc * num_classes`` for class-balanced sets).
+        space: ``"pixel"`` ([0, 1] pixels), ``"normalized"`` ((x - mean) / std) or ``"zca"``
+            (ZCA-whitened pixels, see :class:`dsdistill.augment.zca.ZCA`).
+        mean: Per-channel normalisation mean (length C), or None.
+        std: Per-channel normalisation std (length C), or None.
+        zca: ZCA state (``{"mean", "matrix", "inverse"}`` tensors and ``"eps"``) when
+            ``space == "zca"``.
+        soft_labels: Optional static soft labels.
+        lr: Learned student learning rate (trajectory matching), or None.
+        class_names: Human-readable class names (length K).
+        provenance: Resolved config, seeds, dataset fingerprint, library versions, timings.
+        protocol: Evaluation protocol the set was made for (``"dc"``, ``"tm"``, ...), or None.
+    """
+
+    images: Tensor
+    labels: Tensor
+    num_classes: int
+    method: str
+    dataset: str
+    ipc: int
+    space: Space = "normalized"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    zca: dict[str, Any] | None = None
+    soft_labels: SoftLabels | None = None
+    lr: float | None = None
+    class_names: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    protocol: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def to_pixels(self) -> Tensor:
+        """Images mapped back to [0, 1] pixel space (undoing ZCA and normalisation), unclamped."""
+        x = self.images.detach().float()
+        if self.space == "zca":
+            from dsdistill.augment.zca import ZCA
+
+            return ZCA.from_state(self.zca).inverse(x)
+        if self.space == "normalized" and self.mean is not None and self.std is not None:
+            mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+            std = torch.tensor(self.std).view(1, -1, 1, 1)
+            return x * std + mean
+        return x
+
+    def storage_bytes(self) -> dict[str, int]:
+        """Bytes needed to train on this set, by part (as stored: float32 images, int64 labels).
+
+        Returns:
+            ``{"images", "labels", "soft_labels", "lr", "total"}``. Preprocessing (ZCA matrices,
+            normalisation stats) is a property of the dataset, reported separately by
+            :func:`dsdistill.io.hdf5.describe`.
+        """
+        parts = {
+            "images": self.images.numel() * 4,
+            "labels": self.labels.numel() * 8,
+            "soft_labels": 0 if self.soft_labels is None else
+            self.soft_labels.values.numel() * self.soft_labels.values.element_size(),
+            "lr": 0 if self.lr is None else 4,
+        }
+        parts["total"] = sum(parts.values())
+        return parts
