@@ -22,12 +22,19 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def _same_definition(a: object, b: object) -> bool:
+    """True for two objects defined at the same place (a module reload), False across modules."""
+    ident = (getattr(a, "__module__", None), getattr(a, "__qualname__", None))
+    return ident[1] is not None and ident == (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
 class Registry(Generic[T]):
     """Maps names to objects (classes or factories).
 
     Names are case-insensitive and ``-``/``_`` are interchangeable (``k-center`` == ``k_center``).
     Registering a name twice for *different* objects raises, which also catches the double-import
-    hazard (a module imported under two names registers twice).
+    hazard (``methods.dm`` and ``dsdistill.methods.dm`` both registering "dm"); re-registering the
+    same definition (a module reload) replaces the entry.
 
     Args:
         kind: What the registry holds, used in error messages ("method", "model", ...).
@@ -45,7 +52,7 @@ class Registry(Generic[T]):
             display = name or getattr(obj, "__name__")
             key = _normalise(display)
             existing = self._items.get(key)
-            if existing is not None and existing is not obj:
+            if existing is not None and existing is not obj and not _same_definition(existing, obj):
                 raise KeyError(f"{self.kind} '{display}' is already registered by {existing!r}")
             self._items[key] = obj
             self._display[key] = display

@@ -14,7 +14,13 @@ Layout (``N`` images of ``C x H x W``, ``K`` classes, ``D = C*H*W``)::
                            zca_mean (1, D), zca_matrix (D, D), zca_inverse (D, D) float32 [optional]
     /classes               fixed-length UTF-8 (K,)                                    [optional]
     /provenance/config_json  scalar fixed-length UTF-8 JSON of ``SyntheticSet.provenance``
-    /storage               attrs images, labels, soft_labels, lr, preprocessing, total (int64 bytes)
+    /storage               int64 attrs images, labels, soft_labels, lr, preprocessing (bytes,
+                           uncompressed) and total (= SyntheticSet.storage_bytes()["total"],
+                           preprocessing excluded); string attr description
+
+Strings (attributes, /classes, config_json) are fixed-length UTF-8: variable-length strings live
+on the HDF5 heap, and a corrupt heap reference can crash libhdf5 (found by fuzzing), so the
+reader refuses them.
 
 Readers check everything from metadata before reading data and raise
 :class:`~dsdistill.errors.SyntheticFileError` with one sentence on any problem.
@@ -110,7 +116,7 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
             root = {"format": FORMAT, "format_version": FORMAT_VERSION,
                     "encoding-type": ENCODING_TYPE, "encoding-version": ENCODING_VERSION,
                     "modality": "image", "method": syn.method, "dataset": syn.dataset,
-                    "num_classes": k, "ipc": syn.ipc,
+                    "num_classes": int(k), "ipc": int(syn.ipc),
                     "created_by": f"dsdistill {dsdistill.__version__}",
                     "space": syn.space, "protocol": syn.protocol or ""}
             for name, value in root.items():
@@ -195,7 +201,7 @@ def load_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
             arr = np.asarray(lay["soft"][()])
             arr = np.ascontiguousarray(arr, dtype=np.float16 if arr.dtype.itemsize == 2 else np.float32)
             soft = SoftLabels(torch.from_numpy(arr), **lay["soft_attrs"])
-        lr = None if lay["lr"] is None else float(np.float32(lay["lr"][()]))
+        lr = None if lay["lr"] is None else float(lay["lr"][()])
         stats = {name: None if lay[name] is None else tuple(float(v) for v in lay[name][()])
                  for name in ("mean", "std")}
         zca = None
@@ -204,12 +210,8 @@ def load_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
                                                               dtype=np.float32))
                    for key in ("mean", "matrix", "inverse")}
             zca["eps"] = lay["zca_eps"]
-        classes = [] if lay["classes"] is None else [str(s) for s in lay["classes"].asstr()[()]]
-        provenance: dict[str, Any] = {}
-        if lay["config_json"] is not None:
-            provenance = json.loads(lay["config_json"].asstr()[()])
-            if not isinstance(provenance, dict):
-                raise chk.fail("/provenance/config_json is not a JSON object")
+        classes = [] if lay["classes"] is None else chk.text(lay["classes"])
+        provenance = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
         return SyntheticSet(
             images=images, labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
             num_classes=k, method=header["method"], dataset=header["dataset"], ipc=header["ipc"],
@@ -273,7 +275,7 @@ def describe(path: str | os.PathLike[str]) -> str:
             return "\n".join(lines + ["  (graph sets: see dsdistill.io.load_graph_synthetic)"])
         lay = inspect_image(f, chk, hd)
         if lay["classes"] is not None and hd["num_classes"] <= 1000:
-            names = [str(s) for s in lay["classes"].asstr()[()]]
+            names = chk.text(lay["classes"])
             lines[4] += f" ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
         c, h, w = lay["CHW"]
         n = lay["N"]
@@ -305,10 +307,7 @@ def describe(path: str | os.PathLike[str]) -> str:
         lines.append("  storage      " + "; ".join(f"{key} {_bytes(v)}" for key, v in parts.items()))
         lines.append(f"               total to train on {_bytes(train)} (images + labels + soft "
                      f"labels + lr); file {_bytes(chk.size)} on disk")
-        prov: dict[str, Any] = {}
-        if lay["config_json"] is not None:
-            loaded = json.loads(lay["config_json"].asstr()[()])
-            prov = loaded if isinstance(loaded, dict) else {}
+        prov = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
         extra = _provenance_lines(prov)
         lines.append(f"  provenance   created by {hd['created_by'] or 'unknown'}")
         lines.extend(f"               {line}" for line in extra)

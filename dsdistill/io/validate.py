@@ -7,7 +7,9 @@ header (a dataset that claims terabytes in a kilobyte file) is refused before an
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +32,7 @@ MAX_CLASSES = 100_000
 MAX_ELEMENTS = 2**33  # per dataset; ImageNet-1k IPC 50 at 224 px is 7.5e9 elements
 MAX_IPC = 10**7
 _RATIO_PLAIN = 4  # declared bytes may exceed the file size this much when unfiltered
-_RATIO_FILTERED = 1000  # ... and this much when a compression filter is declared
+_RATIO_FILTERED = 1100  # ... and this much when filtered (deflate cannot beat 1032:1)
 _SLACK = 1 << 20
 
 
@@ -144,6 +146,27 @@ class Checker:
                             f"{'positive ' if positive else ''}finite number")
         return value
 
+    # ---- strings ----------------------------------------------------------------------------
+    def text(self, ds: h5py.Dataset) -> Any:
+        """Decode a validated fixed-length string dataset: ``str`` (scalar) or ``list[str]``."""
+        raw = ds[()]
+        try:
+            if isinstance(raw, np.ndarray):
+                return [bytes(b).decode("utf-8") for b in raw.reshape(-1)]
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"{ds.name} is not valid UTF-8") from None
+
+    def json_object(self, ds: h5py.Dataset) -> dict[str, Any]:
+        """Parse a scalar string dataset holding a JSON object."""
+        try:
+            value = json.loads(self.text(ds))
+        except (ValueError, RecursionError) as err:
+            raise self.fail(f"{ds.name} is not valid JSON ({_short(err)})") from None
+        if not isinstance(value, dict):
+            raise self.fail(f"{ds.name} is not a JSON object")
+        return value
+
     # ---- members ----------------------------------------------------------------------------
     def member(self, group: h5py.Group, name: str, kind: type, required: bool = True) -> Any:
         """A hard-linked child of ``group`` of type ``kind`` (h5py.Group or h5py.Dataset)."""
@@ -166,7 +189,7 @@ class Checker:
 
         ``shape`` entries that are None are free. Also enforces the size budget: at most
         ``MAX_ELEMENTS`` elements, and declared bytes within a bounded multiple of the file size
-        (4x unfiltered, 1000x compressed) so forged shapes never cause large allocations.
+        (4x unfiltered, 1100x compressed) so forged shapes never cause large allocations.
         External and virtual storage are refused.
         """
         ds = self.member(group, name, h5py.Dataset, required)
@@ -184,11 +207,11 @@ class Checker:
         if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count() > 0:
             raise self.fail(f"{where} keeps its data outside the file (virtual/external storage)")
         ratio = _RATIO_FILTERED if plist.get_nfilters() > 0 else _RATIO_PLAIN
-        nbytes = n * ds.id.get_type().get_size()
+        tid = ds.id.get_type()
+        nbytes = n * tid.get_size()
         if nbytes > ratio * self.size + _SLACK:
             raise self.fail(f"{where} declares shape {dshape} ({nbytes} bytes), far more than a "
                             f"{self.size}-byte file can hold (forged or corrupt header)")
-        tid = ds.id.get_type()
         if not type_ok(tid, kinds):
             raise self.fail(f"{where} has type {type_desc(tid)}, expected {_WANT[kinds]}")
         if ndim is not None and len(dshape) != ndim:
@@ -338,14 +361,18 @@ def inspect_image(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
     return lay
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_savable(syn: SyntheticSet) -> None:
     """Refuse to write a set the reader would reject (ValueError names the field)."""
     n, c, h, w = syn.images.shape
     k = syn.num_classes
-    if not isinstance(k, int) or not 1 <= k <= MAX_CLASSES:
+    if not _is_int(k) or not 1 <= k <= MAX_CLASSES:
         raise ValueError(f"num_classes must be an int in [1, {MAX_CLASSES}], got {k!r}")
-    if not isinstance(syn.ipc, int) or syn.ipc < 1:
-        raise ValueError(f"ipc must be a positive int, got {syn.ipc!r}")
+    if not _is_int(syn.ipc) or not 1 <= syn.ipc <= MAX_IPC:
+        raise ValueError(f"ipc must be an int in [1, {MAX_IPC}], got {syn.ipc!r}")
     if syn.images.numel() > MAX_ELEMENTS or min(c, h, w) < 1:
         raise ValueError(f"images of shape {tuple(syn.images.shape)} cannot be stored")
     if syn.labels.dtype.is_floating_point or syn.labels.dtype == torch.bool:

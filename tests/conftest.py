@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny learnable dataset in the array layout, and the shared data root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsdistill.data.paths import default_data_root
+
+
+def write_tiny_arrays(directory: Path, num_classes: int = 4, per_class: int = 24, test_per_class: int = 10,
+                      size: int = 16, channels: int = 1, seed: int = 0) -> Path:
+    """Write a class-structured uint8 dataset (each class a bright square at its own place)."""
+    rng = np.random.default_rng(seed)
+
+    def make(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(num_classes), n_per_class)
+        images = rng.integers(0, 60, size=(len(labels), size, size, channels)).astype(np.uint8)
+        q = size // 2
+        for i, c in enumerate(labels):
+            r, col = divmod(int(c) % 4, 2)
+            images[i, r * q: r * q + q, col * q: col * q + q, :] += np.uint8(150 + 10 * (c // 4))
+        return images, labels.astype(np.uint8)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = make(per_class)
+    test_x, test_y = make(test_per_class)
+    np.save(directory / "train_images.npy", train_x)
+    np.save(directory / "train_labels.npy", train_y)
+    np.save(directory / "test_images.npy", test_x)
+    np.save(directory / "test_labels.npy", test_y)
+    (directory / "classes.txt").write_text("\n".join(f"class{c}" for c in range(num_classes)))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """Directory of a 4-class 1x16x16 dataset (24 train / 10 test images per class)."""
+    return write_tiny_arrays(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_name(tiny_dir) -> str:
+    """Catalogue name of the tiny dataset."""
+    return f"arrays:{tiny_dir}"
+
+
+@pytest.fixture(scope="session")
+def tiny_real(tiny_name):
+    from dsdistill.data import load_real
+
+    return load_real(tiny_name, val_fraction=0.25)
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    """The shared data root (../shared/data); tests needing it skip when it is absent."""
+    root = default_data_root()
+    if not (root / "MANIFEST.md").exists() and not (root / "CIFAR10-npy-xz").exists():
+        pytest.skip(f"shared data root not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The real MNIST (shared root or the shipped copy)."""
+    from dsdistill.data import load_real
+
+    return load_real("mnist")
