@@ -38,7 +38,7 @@ def _check_output(output: str | os.PathLike | None, overwrite: bool) -> None:
     path = Path(output)
     if path.exists() and not overwrite:
         raise ConfigError(f"output {path} exists; pass --overwrite to replace it")
-    if not path.parent.exists() if str(path.parent) else False:
+    if not path.parent.is_dir():
         raise ConfigError(f"output directory {path.parent} does not exist; create it first")
 
 

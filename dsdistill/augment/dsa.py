@@ -7,22 +7,36 @@ Siamese case (real and synthetic batches sharing parameters) is one call on the 
 ``same_on_batch=True``. Parameters are drawn on the generator's device (CPU by default) and moved to
 the input's device, so a seeded CPU generator gives bitwise-identical draws on any accelerator.
 
-What runs on kornia, and why the rest does not:
+What runs on kornia, and why the rest does not (kornia 0.9.0, torch 2.14):
 
-* ``flip`` is ``kornia.geometry.transform.hflip`` (bitwise exact), applied per sample by a mask.
-* ``brightness`` is ``kornia.enhance.adjust_brightness(..., clip_output=False)`` with per-sample
-  factors. It is applied last, after the fused closed form of saturation and contrast: both preserve a
-  constant shift, so adding ``b`` first or last is the same map, and last costs no extra mean pass.
-* ``scale`` and ``rotate`` stay on ``F.affine_grid`` + ``F.grid_sample`` (the reference's own calls)
-  for both ``align_corners`` settings. kornia's warps (``warp_affine`` with the de-normalised theta,
-  or ``homography_warp`` with theta itself) agree with them to 1e-14 in float64, but in float32 they
-  build the grid differently (pixel/normalised round trip and a 3x3 inverse, or a homogeneous
-  transform of their own meshgrid) and land 4e-6 to 3e-5 away, outside the 1e-6 golden tolerance
-  against the reference, with no speed gain.
+* ``flip`` is ``kornia.geometry.transform.hflip`` (bitwise exact), selected per sample by the mask.
+* ``scale`` and ``rotate`` are ``kornia.geometry.transform.warp_affine`` (bilinear, zero padding,
+  ``align_corners`` as configured). DSA's ``theta`` is ``F.affine_grid``'s map from normalised output
+  to normalised input coordinates; ``warp_affine`` takes the source-to-destination *pixel* matrix, so
+  ``theta`` is inverted (``invert_affine_transform``) and de-normalised with the same
+  ``align_corners`` (``denormalize_homography``). ``warp_affine`` normalises and inverts it back and
+  samples at ``theta`` applied to the ``affine_grid`` base grid: the reference's positions. A shared
+  ``(1, 2, 3)`` matrix (``same_on_batch``) gives one grid, expanded over the batch. In exact
+  arithmetic ``align_corners`` only changes ``rotate`` on non-square images: DSA's ``theta`` has no
+  translation, and the per-axis normalisation then commutes with a diagonal one, or with any when H == W.
+  ``homography_warp`` takes the 3x3 ``theta`` directly and is as exact, but it builds the grid through
+  ``transform_points`` (a batched matmul plus homogeneous division), one grid per image even for a
+  shared matrix. At 2560x3x32x32 on CPU it took 2.4-2.9x the reference time per sample and 4-8x shared.
+  ``warp_affine`` does no more arithmetic than the reference (user time 0.85-1.05x), and shared calls
+  take 1.0-1.07x the CPU time. Per-sample calls allocate several grid-sized temporaries, and under
+  glibc's default heap trimming that costs about 20k page faults per call: 1.2-1.9x the CPU time on
+  one thread, and more on two loaded cores. Without the trimming they run at 0.85-1.05x.
+* Float32 rounding: ``warp_affine`` matches the reference to < 1e-13 in float64, so the semantics
+  are exact. In float32, kornia's grid construction (the pixel/normalised round trip, a closed-form
+  3x3 inverse, its own base grid) rounds differently from ``F.affine_grid``. The outputs then differ
+  by ~1e-5 to 3e-5, so the golden tests use 1e-10 in float64 and 1e-4 in float32.
+* ``brightness`` stays in the fused colour closed form as ``+ b`` on the per-sample mean.
+  ``kornia.enhance.adjust_brightness(x, b, clip_output=False)`` is exact, but as an op on the image
+  it costs one more full-size pass, which makes colour calls about 15-30% slower at 2560x3x32x32.
 * ``saturation`` and ``contrast`` are hand-written: kornia's saturation works in HSV and clamps, and
-  its contrast is ``x * factor``, while DSA's are mean-centred affine maps on unclamped tensors.
+  its contrast is ``x * factor``. DSA's versions are mean-centred affine maps on unclamped tensors.
   ``crop`` (integer shift, zero fill) and ``cutout`` (a fixed square that may overhang the border)
-  are hand-written too: kornia's translate resamples bilinearly and ``RandomErasing`` keeps the box inside.
+  are hand-written too: kornia translates by bilinear resampling, and ``RandomErasing`` keeps its box inside.
 """
 
 from __future__ import annotations
@@ -34,8 +48,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from kornia.enhance import adjust_brightness
-from kornia.geometry.transform import hflip
+from kornia.geometry.conversions import convert_affinematrix_to_homography, denormalize_homography
+from kornia.geometry.transform import hflip, invert_affine_transform, warp_affine
 from torch import Tensor
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -77,8 +91,8 @@ class DSA:
         strategy: ``_``-separated tokens from ``color, crop, cutout, flip, scale, rotate``. A repeated
             token is drawn more often. ``""`` or ``"none"`` is the identity.
         params: Op ranges.
-        align_corners: Passed to ``affine_grid``/``grid_sample`` for ``scale`` and ``rotate``; False
-            in DC/DSA/DM, True in MTT and DD-Ranking.
+        align_corners: The ``F.affine_grid``/``F.grid_sample`` convention of ``scale`` and ``rotate``
+            (passed to kornia's ``warp_affine``); False in DC/DSA/DM, True in MTT and DD-Ranking.
 
     Raises:
         ValueError: On an unknown token.
@@ -187,13 +201,12 @@ class DSA:
                 params[k].to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
                 for k in ("brightness", "saturation", "contrast")
             )
-            # Closed form of saturation -> contrast ((x - m_c) * s + m_c, then (x - m) * c + m): the
-            # per-pixel channel mean m_c averages to the sample mean m. Brightness (x + b) commutes with
-            # both (each maps x + b to f(x) + b), so it goes last.
+            # Closed form of brightness -> saturation -> contrast (x + b, then (x - m_c) * s + m_c, then
+            # (x - m) * c + m): the shift b moves both means by b, and the per-pixel channel mean m_c
+            # averages to the sample mean m. Four full-size passes instead of nine.
             m_c = x.mean(dim=1, keepdim=True)  # (N, 1, H, W)
             m = m_c.mean(dim=(2, 3), keepdim=True)  # (N, 1, 1, 1)
-            out = (x - m_c) * (s * c) + ((m_c - m) * c + m)
-            return adjust_brightness(out, b.view(-1), clip_output=False)
+            return (x - m_c) * (s * c) + ((m_c - m) * c + (m + b))
         if op == "crop":
             th, tw = params["shift_h"], params["shift_w"]
             if th.numel() == 1:
@@ -223,10 +236,30 @@ class DSA:
                 return hflip(x) if bool(flip) else x
             return torch.where(flip.to(x.device).view(-1, 1, 1, 1), hflip(x), x)
         if op in ("scale", "rotate"):
-            theta = params["theta"].to(device=x.device, dtype=x.dtype)
-            grid = F.affine_grid(theta, [theta.shape[0], *x.shape[1:]], align_corners=self.align_corners)
-            grid = grid.expand(n, -1, -1, -1)  # shared parameters: one grid for the batch
-            return F.grid_sample(
-                x, grid, mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
+            # The pixel matrix is built where the parameters were drawn (the generator's device), so
+            # every accelerator warps with the same matrix. A (1, 2, 3) matrix (shared parameters) makes
+            # warp_affine build one grid and expand it over the batch.
+            theta = params["theta"].to(dtype=x.dtype)
+            matrix = _pixel_matrix(theta, (h, w), self.align_corners).to(x.device)
+            return warp_affine(
+                x, matrix, (h, w), mode="bilinear", padding_mode="zeros", align_corners=self.align_corners
             )
         raise ValueError(f"unknown DSA op {op!r}; valid ops: {', '.join(OPS)}")
+
+
+def _pixel_matrix(theta: Tensor, size: tuple[int, int], align_corners: bool) -> Tensor:
+    """The ``warp_affine`` matrix that samples like ``F.affine_grid(theta)`` + ``F.grid_sample``.
+
+    ``theta`` maps normalised output to normalised input coordinates. ``warp_affine`` takes the source to
+    destination pixel map, so this is ``theta`` inverted and de-normalised under ``align_corners``.
+
+    Args:
+        theta: ``(n, 2, 3)`` normalised affine matrices.
+        size: ``(H, W)`` of the images (input and output).
+        align_corners: The normalisation convention, as in ``affine_grid``/``grid_sample``.
+
+    Returns:
+        ``(n, 2, 3)`` pixel matrices, same dtype and device as ``theta``.
+    """
+    inverse = convert_affinematrix_to_homography(invert_affine_transform(theta))
+    return denormalize_homography(inverse, size, size, align_corners=align_corners)[:, :2]
