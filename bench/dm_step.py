@@ -24,7 +24,7 @@ from dsdistill.augment import DSA, strategy_for
 from dsdistill.data import load_real
 from dsdistill.methods.dm import DM
 from dsdistill.models import build_model
-from dsdistill.perf import chunked, default_chunk, prepare_model, to_channels_last
+from dsdistill.perf import chunked, default_chunk, prepare_model, to_channels_last, tune_allocator
 
 
 def time_dm(real, ipc: int, iterations: int) -> float:
@@ -88,13 +88,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--json", default="bench/results/dm_step.json")
+    parser.add_argument("--no-malloc-tuning", action="store_true", help="measure without tune_allocator()")
     args = parser.parse_args()
+    tuned = False if args.no_malloc_tuning else tune_allocator()
     real = load_real("mnist")
     dm = time_dm(real, args.ipc, args.iterations)
     bare = time_bare(real, args.ipc, args.iterations)
     ref = time_reference_style(real, args.ipc, args.iterations)
     result = {"dataset": "mnist", "ipc": args.ipc, "batch_real": 256, "iterations_timed": args.iterations,
-              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "malloc_tuned": tuned,
               "dm_seconds_per_iteration": round(dm, 4), "bare_compute_seconds": round(bare, 4),
               "reference_style_seconds": round(ref, 4), "overhead_ratio": round(dm / bare, 3),
               "speedup_vs_reference_style": round(ref / dm, 3)}

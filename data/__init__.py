@@ -10,3 +10,5 @@ from dsdistill.data.specs import SPECS, DatasetSpec
 
 __all__ = ["RealData", "load_real", "load_raw", "canonical_name", "stratified_split", "SPECS", "DatasetSpec",
            "default_data_root", "resolve_data_root"]
+
+from dsdistill.data import graphs as _graphs  # noqa: E402,F401  (registers the graph datasets)

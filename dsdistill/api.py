@@ -28,8 +28,10 @@ def catalogue() -> dict[str, list[str]]:
     _registries()
     from dsdistill.registry import CONDENSERS, DATASETS, EVALUATORS, MODELS
 
+    from dsdistill.registry import GRAPH_CONDENSERS
+
     return {"methods": CONDENSERS.names(), "datasets": DATASETS.names(), "models": MODELS.names(),
-            "protocols": EVALUATORS.names()}
+            "protocols": EVALUATORS.names(), "graph_methods": GRAPH_CONDENSERS.names()}
 
 
 def _check_output(output: str | os.PathLike | None, overwrite: bool) -> None:
@@ -46,7 +48,7 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
              iterations: int | None = None, params: dict[str, Any] | None = None, seed: int = 0,
              zca: bool = False, overwrite: bool = False, resume: bool = False, checkpoint_every: int = 50,
              data_root: str | None = None, download: bool = False, device: str = "cpu",
-             threads: int | None = None, progress: bool = True) -> SyntheticSet:
+             threads: int | None = None, progress: bool = True, deterministic: bool = False) -> SyntheticSet:
     """Run condenser ``method`` on ``dataset`` and (optionally) write the set to ``output``.
 
     Names are validated before any data is loaded; the output is written atomically at the end,
@@ -54,11 +56,18 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
     ``output + ".ckpt"`` is kept for ``resume=True`` instead).
     """
     _registries()
+    from dsdistill.data.graphs import is_graph_dataset
+    from dsdistill.graph_api import condense_graph, is_graph_method
+
+    if is_graph_dataset(dataset) or is_graph_method(method):  # graph datasets/methods: dsdistill.graph_api
+        return condense_graph(method, dataset, ipc, output=output, seed=seed, overwrite=overwrite, data_root=data_root,
+                              params={**(params or {}), **({} if iterations is None else {"iterations": iterations})},
+                              device=device, threads=threads, progress=progress)
     from dsdistill.condenser import Checkpointer
     from dsdistill.data import load_real
     from dsdistill.data.catalogue import PREFIXES, canonical_name
     from dsdistill.io import save_synthetic
-    from dsdistill.perf import set_threads
+    from dsdistill.perf import set_deterministic, set_threads, tune_allocator
     from dsdistill.registry import CONDENSERS, DATASETS
 
     cls = CONDENSERS.get(method)
@@ -73,6 +82,8 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
         overrides["iterations"] = iterations
     condenser = cls.from_settings(key, ipc, overrides)
     set_threads(threads)
+    set_deterministic(deterministic)
+    tune_allocator()
     real = load_real(key, data_root, download=download, zca=zca)
     checkpoint = None
     if output is not None and hasattr(condenser.config, "iterations"):
@@ -90,28 +101,43 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
                   batch_size: int | None = None, seed: int = 0, baseline: bool = True,
                   dataset: str | None = None, json_path: str | None = None, data_root: str | None = None,
                   download: bool = False, device: str = "cpu", threads: int | None = None,
-                  progress: bool = True):
+                  progress: bool = True, deterministic: bool = False, robustness: bool = False):
     """Load a synthetic set file, evaluate it (see :func:`dsdistill.evaluators.evaluate`), optionally
-    write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`."""
+    write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`.
+
+    Under ``torchrun`` the (model, run) students are split across processes and gathered; only rank
+    0 writes the report. Results equal a single-process run with the same seed."""
     _registries()
+    from dsdistill.graph_api import evaluate_graph_file, is_graph_file
+
+    if is_graph_file(file):  # graph sets: the graph protocol (dsdistill.graph_api)
+        return evaluate_graph_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
+                                   batch_size=batch_size, seed=seed, baseline=baseline, dataset=dataset,
+                                   json_path=json_path, data_root=data_root, threads=threads, progress=progress)
     from dsdistill.data import load_real
     from dsdistill.evaluators import evaluate
     from dsdistill.io import atomic_write_json, load_synthetic
-    from dsdistill.perf import set_threads
+    from dsdistill import distributed
+    from dsdistill.perf import set_deterministic, set_threads, tune_allocator
     from dsdistill.registry import EVALUATORS, MODELS
 
     models = models or ["convnet"]
     for name in models:
         MODELS.get(name)
     if protocol:
-        EVALUATORS.get(protocol)
+        if getattr(EVALUATORS.get(protocol), "name", "") == "graph":
+            raise ConfigError(f"{file} is an image set; --protocol graph is for graph sets")
     syn = load_synthetic(file)
     set_threads(threads)
+    set_deterministic(deterministic)
+    tune_allocator()
+    distributed.init(device)
     zca_eps = float(syn.zca["eps"]) if syn.zca else 0.1
     real = load_real(dataset or syn.dataset, data_root, download=download, zca=syn.space == "zca", zca_eps=zca_eps)
     report = evaluate(syn, real, models=models, runs=runs, protocol=protocol, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, device=device, baseline=baseline, progress=progress,
+                      batch_size=batch_size, seed=seed, device=device, baseline=baseline, robustness=robustness,
+                      progress=progress,
                       file=str(file))
-    if json_path:
-        atomic_write_json(json_path, report.to_dict())
+    if json_path and distributed.is_main():
+        atomic_write_json(json_path, report.to_dict(), overwrite=True)
     return report

@@ -87,6 +87,9 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
     """Condense datasets into tiny synthetic sets and evaluate them fairly."""
+    from dsdistill.perf import tune_allocator
+
+    tune_allocator()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
@@ -97,6 +100,7 @@ def common_data_options(fn):
     fn = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(fn)
+    fn = click.option("--deterministic", is_flag=True, help="Use PyTorch's deterministic algorithms only.")(fn)
     return fn
 
 
@@ -124,14 +128,16 @@ def _device(device: str) -> str:
 @common_data_options
 @user_errors
 def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwrite, resume, checkpoint_every,
-             data_root, download, device, threads, quiet):
+             data_root, download, device, threads, quiet, deterministic):
     """Condense DATASET into IPC synthetic images per class and write OUTPUT (HDF5)."""
     from dsdistill.api import condense as run_condense
 
     syn = run_condense(method, dataset, ipc, output=output, iterations=iterations, params=parse_params(param),
                        seed=seed, zca=zca, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
                        data_root=data_root, download=download, device=_device(device), threads=threads,
-                       progress=not quiet)
+                       progress=not quiet, deterministic=deterministic)
+    if getattr(syn, "modality", "image") == "graph":
+        return click.echo(f"wrote {output}: {syn.summary()}")
     seconds = syn.provenance.get("elapsed_seconds", 0)
     click.echo(f"wrote {output}: {syn.method} on {syn.dataset}, {syn.num_images} images "
                f"{tuple(syn.image_shape)}, {syn.storage_bytes()['total'] / 1024:.1f} KiB, {seconds:.1f} s")
@@ -140,31 +146,37 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
 @main.command()
 @config_option
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--model", default="convnet", help="Student model(s), comma-separated.")
+@click.option("--model", default=None,
+              help="Student model(s), comma-separated [default: convnet; gin,gcn for graph sets].")
 @click.option("--runs", type=click.IntRange(min=1), default=3, help="Students per model (seeds).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's epochs.")
-@click.option("--protocol", default=None, help="dc | tm (default: what the file asks for).")
+@click.option("--protocol", default=None, help="dc | tm | graph (default: what the file asks for).")
 @click.option("--lr", type=float, default=None, help="Override the student learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0)
 @click.option("--no-baseline", is_flag=True, help="Skip the random-subset baseline.")
+@click.option("--robustness", is_flag=True,
+              help="Also train without augmentation and on hard labels (inputs of `compare`'s LRS/ARS).")
 @click.option("--dataset", default=None, help="Dataset to test on (default: the file's).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report here.")
 @common_data_options
 @user_errors
-def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, dataset, json_path,
-             data_root, download, device, threads, quiet):
+def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, robustness, dataset, json_path,
+             data_root, download, device, threads, quiet, deterministic):
     """Train fresh students on FILE and report test accuracy next to the random baseline."""
     from dsdistill.api import evaluate_file
 
-    models = [m.strip() for m in model.split(",") if m.strip()]
+    models = [m.strip() for m in (model or "").split(",") if m.strip()] or None
     report = evaluate_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
                            batch_size=batch_size, seed=seed, baseline=not no_baseline, dataset=dataset,
                            json_path=json_path, data_root=data_root, download=download, device=_device(device),
-                           threads=threads, progress=not quiet)
-    click.echo(report.table())
-    if json_path:
-        click.echo(f"report written to {json_path}")
+                           threads=threads, progress=not quiet, deterministic=deterministic, robustness=robustness)
+    from dsdistill import distributed
+
+    if distributed.is_main():
+        click.echo(report.table())
+        if json_path:
+            click.echo(f"report written to {json_path}")
 
 
 @main.command()
@@ -185,6 +197,10 @@ def list_() -> None:
     for kind, names in catalogue().items():
         click.echo(f"{kind}: {', '.join(names)}")
 
+
+from dsdistill.cli_tools import register as _register_tools  # noqa: E402
+
+_register_tools(main)  # visualize, export, import, compare
 
 if __name__ == "__main__":  # pragma: no cover
     main()

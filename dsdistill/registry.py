@@ -94,3 +94,5 @@ CONDENSERS: Registry = Registry("method")
 MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")
 EVALUATORS: Registry = Registry("evaluation protocol")
+GRAPH_CONDENSERS: Registry = Registry("graph method")  # graph condensers (modality "graph"), see methods/mirage
+GRAPH_DATASETS: Registry = Registry("graph dataset")  # loaders of dsdistill.data.graphs

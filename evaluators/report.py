@@ -18,6 +18,8 @@ class RunResult:
         test_acc: Final-epoch accuracy on the official test split (fraction).
         val_acc: Final-epoch accuracy on the validation split (fraction).
         seconds: Wall time of the run.
+        test_auc, val_auc: Final-epoch ROC-AUC (graph protocol; None elsewhere).
+        extra: Protocol-specific per-run data (graph protocol: the paper-rule best-val epoch).
     """
 
     model: str
@@ -26,6 +28,9 @@ class RunResult:
     test_acc: float
     val_acc: float
     seconds: float
+    test_auc: float | None = None
+    val_auc: float | None = None
+    extra: dict[str, Any] | None = None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

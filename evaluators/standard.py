@@ -8,11 +8,13 @@ is the final epoch's; validation accuracy is recorded next to it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
 import torch
 
+from dsdistill import distributed
 from dsdistill.augment import DSA, strategy_for
 from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
@@ -65,6 +67,7 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     baseline: bool = True,
+    robustness: bool = False,
     progress: bool = True,
     file: str = "",
 ) -> EvalReport:
@@ -80,6 +83,9 @@ def evaluate(
         seed: Base seed of student initialisation, shuffling, augmentation and random subsets.
         device: ``"cpu"`` or ``"cuda"``.
         baseline: Also train on random real subsets of the same IPC.
+        robustness: Also train without augmentation (kinds ``synthetic_noaug``/``random_noaug``) and,
+            for soft-label sets, on the hard labels (``synthetic_hard``): the inputs of the
+            label- and augmentation-robust scores of ``dsdistill compare``.
         progress: Show a progress bar.
         file: Path shown in the report.
     """
@@ -91,32 +97,40 @@ def evaluate(
     proto = protocol_for(syn, protocol).with_overrides(epochs=epochs, lr=lr, batch_size=batch_size)
     soft = syn.soft_labels.probabilities() if (proto.use_soft_labels and syn.soft_labels is not None) else None
     kinds = ["synthetic"] + (["random"] if baseline else [])
-    total = len(models) * runs * len(kinds) * proto.settings.epochs
-    bar = tqdm(total=total, desc="evaluate", unit="ep", disable=not progress or None)
+    if robustness:  # the conditions DD-Ranking's LRS/ARS need (see dsdistill.compare)
+        kinds += ["synthetic_noaug"] + (["random_noaug"] if baseline else [])
+        kinds += ["synthetic_hard"] if soft is not None else []
+    jobs = distributed.shard([(m, r, k) for m in models for r in range(runs) for k in kinds])
+    bar = tqdm(total=len(jobs) * proto.settings.epochs, desc="evaluate", unit="ep",
+               disable=not progress or not distributed.is_main() or None)
     report = EvalReport(
         file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
         protocol={"name": proto.name, "description": proto.description, **vars(proto.settings),
                   "lr_used": proto.settings_for(syn).lr, "augment": proto.augment,
                   "soft_labels": soft is not None},
         settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
+                  "processes": distributed.world_size(),
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"},
     )
-    for model_name in models:
-        for run in range(runs):
-            for kind in kinds:
-                started = time.time()
-                gen = make_generator(seed, "eval", kind, model_name, run)
-                if kind == "synthetic":
-                    images, labels, lr_set, soft_t = syn.images, syn.labels, syn, soft
-                else:
-                    idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-                    images, labels, lr_set, soft_t = real.train_images[idx], real.train_labels[idx], None, None
-                test, val = train_and_test(images, labels, real, model_name, proto, soft=soft_t, lr_set=lr_set,
-                                           model_seed=derive_seed(seed, "student", model_name, run),
-                                           generator=gen, device=device, progress=lambda _: bar.update(1))
-                report.runs.append(RunResult(model_name, kind, run, test, val, round(time.time() - started, 2)))
-                bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
+    local = []
+    for model_name, run, kind in jobs:  # every job is seeded by (seed, kind, model, run) alone
+        started = time.time()
+        gen = make_generator(seed, "eval", kind, model_name, run)
+        if kind.startswith("synthetic"):
+            images, labels, lr_set = syn.images, syn.labels, syn
+            soft_t = None if kind == "synthetic_hard" else soft
+        else:
+            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+            images, labels, lr_set, soft_t = real.train_images[idx], real.train_labels[idx], None, None
+        run_proto = dataclasses.replace(proto, augment="none") if kind.endswith("_noaug") else proto
+        test, val = train_and_test(images, labels, real, model_name, run_proto, soft=soft_t, lr_set=lr_set,
+                                   model_seed=derive_seed(seed, "student", model_name, run),
+                                   generator=gen, device=device, progress=lambda _: bar.update(1))
+        local.append(RunResult(model_name, kind, run, test, val, round(time.time() - started, 2)))
+        bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
     bar.close()
+    order = {(m, r, k): i for i, (m, r, k) in enumerate((m, r, k) for m in models for r in range(runs) for k in kinds)}
+    report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
     full_bytes = real.train_images.shape[0] * real.train_images[0].numel()  # uint8 pixels
     storage = syn.storage_bytes()
     report.storage = {"synthetic": storage, "full_train_uint8_bytes": full_bytes,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from dsdistill.condenser import Condenser, check_ipc, package
 from dsdistill.data.real import RealData
@@ -109,8 +110,11 @@ class _EmbeddingSelection(Condenser):
         gen = make_generator(seed, self.name, "embed")
         net = prepare_model(build_model(cfg.model, real.num_classes, real.image_shape, seed=next_seed(gen)), device)
         subset = torch.randperm(len(real.train_labels), generator=gen)[: cfg.embed_train_size]
-        train_classifier(net, real.train_images[subset].to(device), real.train_labels[subset].to(device),
-                         TrainSettings(epochs=cfg.embed_epochs, decay_at=()), generator=gen)
+        with tqdm(total=cfg.embed_epochs, desc=f"{self.name}: feature extractor", unit="ep",
+                  disable=not progress or None) as bar:
+            train_classifier(net, real.train_images[subset].to(device), real.train_labels[subset].to(device),
+                             TrainSettings(epochs=cfg.embed_epochs, decay_at=()), generator=gen,
+                             progress=lambda _: bar.update(1))
         net.eval()
         chosen = []
         for c in range(real.num_classes):  # selection is inherently sequential per class

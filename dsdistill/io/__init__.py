@@ -9,6 +9,8 @@ crash never leaves a half-written file under the final name.
 from dsdistill.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dsdistill.io.hdf5 import (FORMAT, FORMAT_VERSION, describe, load_synthetic, read_header,
                                save_synthetic)
+from dsdistill.io.graph_hdf5 import load_graph_synthetic, save_graph_synthetic  # noqa: E402
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "atomic_path", "atomic_write_json", "atomic_write_text",
-           "describe", "load_synthetic", "read_header", "save_synthetic"]
+           "describe", "load_synthetic", "read_header", "save_synthetic", "load_graph_synthetic",
+           "save_graph_synthetic"]

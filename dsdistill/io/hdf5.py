@@ -272,7 +272,9 @@ def describe(path: str | os.PathLike[str]) -> str:
                  f"  modality     {hd['modality']}", f"  classes      {hd['num_classes']}",
                  f"  IPC          {hd['ipc']}"]
         if hd["modality"] == "graph":
-            return "\n".join(lines + ["  (graph sets: see dsdistill.io.load_graph_synthetic)"])
+            from dsdistill.io.graph_hdf5 import describe_graph_lines
+
+            return "\n".join(lines + describe_graph_lines(f, chk, hd))
         lay = inspect_image(f, chk, hd)
         if lay["classes"] is not None and hd["num_classes"] <= 1000:
             names = chk.text(lay["classes"])

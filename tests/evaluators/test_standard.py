@@ -50,3 +50,15 @@ def test_soft_labels_are_used_under_tm(tiny_syn, tiny_real):
 def test_mismatched_dataset_is_refused(tiny_syn, mnist):
     with pytest.raises(ConfigError, match="does not match dataset mnist"):
         evaluate(tiny_syn, mnist, runs=1, epochs=1, progress=False)
+
+
+def test_robustness_runs_feed_the_robust_scores(tiny_syn, tiny_real):
+    from dsdistill.compare import leaderboard
+
+    tiny_syn.soft_labels = SoftLabels(torch.nn.functional.one_hot(tiny_syn.labels, 4).float() * 3, "logits")
+    report = evaluate(tiny_syn, tiny_real, runs=1, epochs=3, progress=False, protocol="tm", robustness=True)
+    kinds = {r.kind for r in report.runs}
+    assert kinds == {"synthetic", "random", "synthetic_noaug", "random_noaug", "synthetic_hard"}
+    row = leaderboard([report.to_dict()], full_acc={tiny_syn.dataset: 1.0})[0]
+    assert row.ars is not None and 0.0 <= row.ars <= 1.0
+    assert row.lrs is not None and 0.0 <= row.lrs <= 1.0
