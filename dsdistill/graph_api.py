@@ -44,7 +44,9 @@ def condense_graph(method: str, dataset: str, ipc: int, *, output: str | os.Path
     """Run graph condenser ``method`` on graph dataset ``dataset``; write ``output`` atomically.
 
     ``ipc`` is graphs per class for the subset baselines and gradient matching, and ignored by
-    ``mirage`` (its size follows from its threshold search and byte budget).
+    ``mirage`` (its size follows from its threshold search and byte budget). ``fold`` selects a
+    stratified 10-fold CV split instead of the fixed 80/10/10 one (recorded in the file, and used
+    again by :func:`evaluate_graph_file`).
 
     Raises:
         UnknownNameError, ConfigError, DataNotFoundError: one clear sentence each.
@@ -75,6 +77,7 @@ def condense_graph(method: str, dataset: str, ipc: int, *, output: str | os.Path
     set_threads(threads)
     data = load_graph_dataset(key, data_root, fold=fold)
     syn = condenser.condense(data, ipc, seed=seed, device=device, progress=progress)
+    syn.provenance["fold"] = fold  # evaluation must test on the same split
     if output is not None:
         save_graph_synthetic(syn, output, overwrite=True)
     return syn
@@ -101,7 +104,8 @@ def evaluate_graph_file(file: str | os.PathLike, *, models: list[str] | None = N
         raise ConfigError(f"{file} is a graph set; it is evaluated with --protocol graph, not {protocol}")
     syn = load_graph_synthetic(file)
     set_threads(threads)
-    data = load_graph_dataset(dataset or syn.dataset, data_root)
+    fold = syn.provenance.get("fold")
+    data = load_graph_dataset(dataset or syn.dataset, data_root, fold=fold if isinstance(fold, int) else None)
     chosen = baselines if baselines is not None else (("random",) if baseline else ())
     report = evaluate_graph(syn, data, models=models or ["gin", "gcn"], runs=runs, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, baselines=tuple(chosen), progress=progress,
