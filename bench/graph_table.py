@@ -38,7 +38,7 @@ def markdown(results: dict, settings: dict) -> str:
     lines = [
         "# Graph distillation: Mirage vs random and herding subsets of equal bytes",
         "",
-        f"Protocol `graph`: {settings['epochs']} epochs, Adam lr 0.01, weight decay 5e-4, batch 32, hidden 64, "
+        f"Protocol `graph`: {settings['epochs']} epochs (at least 500 steps), Adam lr 0.001, weight decay 5e-4, batch 32, hidden 64, "
         f"linear head, mean pooling (roots on Mirage forests), layers = Mirage tree depth; final-epoch test "
         f"scores in %, mean ± std over {settings['runs']} seeds; stratified 80/10/10 split (seed 20240607). "
         f"Mirage: default search (validation split only), search students {settings['search']}. "
@@ -97,7 +97,7 @@ def main() -> None:
     import dsdistill.evaluators  # noqa: F401
     import dsdistill.methods  # noqa: F401
     from dsdistill.data.graphs import load_graph_dataset
-    from dsdistill.evaluators.graph import evaluate_graph
+    from dsdistill.evaluators.graph import GRAPH, evaluate_graph
     from dsdistill.io import atomic_write_json, atomic_write_text
     from dsdistill.registry import GRAPH_CONDENSERS
 
@@ -105,7 +105,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {"runs": args.runs, "epochs": args.epochs, "models": args.models.split(","), "seed": args.seed,
                 "search": f"{args.search_runs} x GIN, {args.search_epochs} epochs", "threads": args.threads,
-                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "protocol": GRAPH.description}
     results: dict = {}
     if out.with_suffix(".json").exists():  # resume: keep datasets already measured with the same settings
         previous = json.loads(out.with_suffix(".json").read_text())

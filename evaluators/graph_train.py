@@ -6,6 +6,7 @@ forked for the duration of a run and restored afterwards.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,13 +28,21 @@ class GraphTrainSettings:
         weight_decay: Adam L2 penalty.
         batch_size: Graphs per step.
         weight_by_support: Weight each sample's loss by its support (Mirage's disabled option).
+        min_steps: Train at least this many optimiser steps (more epochs on tiny sets), so a set of
+            ten graphs is not judged after a hundred steps while the full data gets thousands.
     """
 
     epochs: int = 100
-    lr: float = 0.01
+    lr: float = 0.001
     weight_decay: float = 5e-4
     batch_size: int = 32
     weight_by_support: bool = False
+    min_steps: int = 500
+
+    def epochs_for(self, num_graphs: int) -> int:
+        """Epochs actually run on ``num_graphs`` training graphs (``epochs``, raised to reach ``min_steps``)."""
+        per_epoch = max(1, math.ceil(num_graphs / self.batch_size))
+        return max(self.epochs, math.ceil(self.min_steps / per_epoch))
 
 
 def roc_auc(scores: Tensor, y: Tensor, num_classes: int) -> float:
@@ -107,7 +116,7 @@ def train_graph_student(model: GraphStudent, store: GraphStore, node_vocab: Tens
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(int(seed) ^ 0x5DEECE66D)  # dropout masks
         model.train()
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(1, settings.epochs_for(n) + 1):
             for idx in torch.randperm(n, generator=gen).split(settings.batch_size):
                 b = store.batch(idx)
                 logits = model(node_vocab[b.node_label], b.edge_index, b.batch, b.num_graphs, b.pool_mask)

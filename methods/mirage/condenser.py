@@ -46,8 +46,10 @@ from .fpgrowth import TooManyItemsets
 from .mine import mine_classes, select_itemsets, thresholds_for
 from .trees import coarsen_labels, compute_tree_ids, transactions
 
-# Mirage's DD config: 1-hop trees over 16 kept node labels (with all 89 labels almost every tree is unique)
-RECIPES = {"dd": {"depth": 1, "top_labels": 16}}
+# DD: Mirage's config uses 1-hop trees over 16 hand-picked node labels (with all 89 labels almost every
+# tree is unique). We keep the most frequent labels instead; 8 was chosen on the validation split among
+# {4, 8, 16} (chosen set's validation AUC 0.58 / 0.65 / 0.57, seed 0).
+RECIPES = {"dd": {"depth": 1, "top_labels": 8}}
 
 
 @dataclass
@@ -69,7 +71,7 @@ class MirageConfig:
         budget_ratio: Budget as a fraction of the training split's bytes.
         enumeration_limit: Abort mining a threshold past this many itemsets in one class.
         search_model: Student used to score thresholds on validation.
-        search_epochs, search_runs, search_lr: Its training.
+        search_epochs, search_runs, search_lr, search_min_steps: Its training (as the graph protocol).
     """
 
     depth: int = 2
@@ -86,7 +88,8 @@ class MirageConfig:
     search_model: str = "gin"
     search_epochs: int = 100
     search_runs: int = 2
-    search_lr: float = 0.01
+    search_lr: float = 0.001
+    search_min_steps: int = 500
 
 
 @GRAPH_CONDENSERS.register("mirage")
@@ -198,7 +201,7 @@ class Mirage(Condenser):
         store = build_forest_set(index, itemsets, node_vocab=vocab, edge_vocab=data.edge_vocab,
                                  num_classes=data.num_classes, method=self.name, dataset=data.name).to_store()
         scorer = Scorer(data.val, data.node_vocab, data.num_classes)
-        settings = GraphTrainSettings(epochs=cfg.search_epochs, lr=cfg.search_lr)
+        settings = GraphTrainSettings(epochs=cfg.search_epochs, lr=cfg.search_lr, min_steps=cfg.search_min_steps)
         scores = []
         for run in range(cfg.search_runs):
             model = build_graph_student(cfg.search_model, data.feature_dim, data.num_classes, layers=cfg.depth,

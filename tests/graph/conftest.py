@@ -56,7 +56,8 @@ def mutag():
     return load_graph_dataset("mutag")
 
 
-FAST_MIRAGE = {"search_epochs": 15, "search_runs": 1, "search_grid": [0.5, 0.3, 0.1], "budget_ratio": 0.5}
+FAST_MIRAGE = {"search_epochs": 15, "search_min_steps": 0, "search_runs": 1, "search_grid": [0.5, 0.3, 0.1],
+               "budget_ratio": 0.5}
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def assert_clean_error(code, output, phrase):
 def mutag_h5(tmp_path_factory):
     out = tmp_path_factory.mktemp("gcli") / "m.h5"
     code, output = run("condense", "--method", "mirage", "--dataset", "mutag", "--output", out, "-q",
-                       "-p", "search_epochs=10", "-p", "search_runs=1", "-p", "search_grid=[0.4, 0.15]")
+                       "-p", "search_epochs=10", "-p", "search_min_steps=0", "-p", "search_runs=1", "-p", "search_grid=[0.4, 0.15]")
     assert code == 0, output
     assert output.startswith(f"wrote {out}: mirage on mutag") and out.exists()
     return out

@@ -45,7 +45,7 @@ def mirage_set(tiny3, fast_mirage):
 
 
 def test_report_has_every_kind_metric_and_size(mirage_set, tiny3):
-    report = evaluate_graph(mirage_set, tiny3, models=["gin", "gat"], runs=2, epochs=4, eval_every=2,
+    report = evaluate_graph(mirage_set, tiny3, models=["gin", "gat"], runs=2, epochs=4, eval_every=2, min_steps=0,
                             baselines=("random", "herding", "k-center", "full"), progress=False)
     kinds = {(r.model, r.kind) for r in report.runs}
     assert kinds == {(m, k) for m in ("gin", "gat") for k in ("synthetic", "random", "herding", "k-center", "full")}
@@ -64,7 +64,8 @@ def test_report_has_every_kind_metric_and_size(mirage_set, tiny3):
 
 def test_students_learn_the_tiny_task(tiny3):
     full = GRAPH_CONDENSERS.get("random").from_settings("tiny3", 16, {}).condense(tiny3, 16, seed=0)
-    report = evaluate_graph(full, tiny3, models=["gin"], runs=1, epochs=40, baselines=(), progress=False)
+    report = evaluate_graph(full, tiny3, models=["gin"], runs=1, epochs=40, min_steps=0, lr=0.01, baselines=(),
+                            progress=False)
     assert report.runs[0].test_acc >= 0.8
 
 
