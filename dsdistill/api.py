@@ -37,9 +37,10 @@ def catalogue() -> dict[str, list[str]]:
 def _check_output(output: str | os.PathLike | None, overwrite: bool) -> None:
     if output is None:
         return
+    from dsdistill.io.atomic import check_overwrite
+
     path = Path(output)
-    if path.exists() and not overwrite:
-        raise ConfigError(f"output {path} exists; pass --overwrite to replace it")
+    check_overwrite(path, overwrite)
     if not path.parent.is_dir():
         raise ConfigError(f"output directory {path.parent} does not exist; create it first")
 

@@ -100,7 +100,8 @@ def evaluate(
     if robustness:  # the conditions DD-Ranking's LRS/ARS need (see dsdistill.compare)
         kinds += ["synthetic_noaug"] + (["random_noaug"] if baseline else [])
         kinds += ["synthetic_hard"] if soft is not None else []
-    jobs = distributed.shard([(m, r, k) for m in models for r in range(runs) for k in kinds])
+    all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
+    jobs = distributed.shard(all_jobs)
     bar = tqdm(total=len(jobs) * proto.settings.epochs, desc="evaluate", unit="ep",
                disable=not progress or not distributed.is_main() or None)
     report = EvalReport(
@@ -129,7 +130,7 @@ def evaluate(
         local.append(RunResult(model_name, kind, run, test, val, round(time.time() - started, 2)))
         bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
     bar.close()
-    order = {(m, r, k): i for i, (m, r, k) in enumerate((m, r, k) for m in models for r in range(runs) for k in kinds)}
+    order = {job: i for i, job in enumerate(all_jobs)}
     report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
     full_bytes = real.train_images.shape[0] * real.train_images[0].numel()  # uint8 pixels
     storage = syn.storage_bytes()
