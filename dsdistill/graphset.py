@@ -66,6 +66,12 @@ class GraphSyntheticSet:
         class_names: Length-K names (optional).
         provenance: JSON-serialisable record of how the set was made.
         protocol: Evaluation protocol the set is meant for.
+        node_degree: ``(Nn,)`` int64 degree of every tree node in the training graph it was taken
+            from, or None (whole graphs: the in-degree in ``edge_index``). Computation trees need it
+            because a leaf has in-degree 0 in the tree but not in its graph, and GCN's symmetric
+            normalisation reads it. Internal nodes' degrees equal their in-degree in the tree;
+            leaves' degrees come from the tree's representative occurrence (see
+            :mod:`dsdistill.methods.mirage.trees`).
     """
 
     modality: ClassVar[str] = "graph"
@@ -90,6 +96,7 @@ class GraphSyntheticSet:
     class_names: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     protocol: str = "graph"
+    node_degree: Tensor | None = None
 
     @property
     def num_trees(self) -> int:
@@ -117,6 +124,21 @@ class GraphSyntheticSet:
         """``(S,)`` trees per itemset."""
         return self.itemset_ptr[1:] - self.itemset_ptr[:-1]
 
+    def has_shared_itemsets(self) -> bool:
+        """Whether some itemset (the same trees) is stored under two different classes.
+
+        Mirage keeps such itemsets when its overlap filter is off; they are identical training
+        inputs with different labels, told apart only by their supports.
+        """
+        seen: dict[tuple[int, ...], int] = {}
+        trees = self.itemset_trees.tolist()
+        ptr = self.itemset_ptr.tolist()
+        for s, label in enumerate(self.labels.tolist()):
+            key = tuple(sorted(trees[ptr[s]:ptr[s + 1]]))
+            if seen.setdefault(key, label) != label:
+                return True
+        return False
+
     def class_counts(self) -> Tensor:
         """``(K,)`` itemsets per class."""
         return torch.bincount(self.labels, minlength=self.num_classes)
@@ -128,7 +150,8 @@ class GraphSyntheticSet:
             roots = torch.zeros(self.num_nodes, dtype=torch.bool)
             roots[self.tree_ptr[:-1]] = True
         return GraphStore(self.node_labels, self.edge_index, self.edge_labels, self.tree_ptr,
-                          self.tree_edge_ptr(), torch.zeros(self.num_trees, dtype=torch.int64), roots)
+                          self.tree_edge_ptr(), torch.zeros(self.num_trees, dtype=torch.int64), roots,
+                          node_degree=self.node_degree)
 
     def to_store(self) -> GraphStore:
         """The training samples: itemset ``s`` becomes the disjoint union (forest) of its trees.
@@ -148,16 +171,18 @@ class GraphSyntheticSet:
         edge_counts = torch.zeros(self.num_itemsets, dtype=torch.int64).index_add_(0, owner, per_tree_edges)
         return GraphStore(flat.node_label, flat.edge_index, flat.edge_label, torch.cat([zero, node_counts.cumsum(0)]),
                           torch.cat([zero, edge_counts.cumsum(0)]), self.labels.clone(), flat.pool_mask,
-                          self.support.float())
+                          self.support.float(), flat.degree)
 
     def storage_bytes(self) -> dict[str, int]:
         """Bytes by part as stored (int64 indices, float32 vocabularies).
 
+        Trees count node labels, stored degrees (Mirage), edges with their labels and offsets.
         ``total`` is what training on the set needs beyond the dataset's own label vocabulary
         (trees + itemsets, plus the vocabulary when it is the set's own); ``total_with_vocab`` adds the
         vocabularies in every case.
         """
-        trees = INT_BYTES * (self.num_nodes + 3 * self.num_edges + self.num_trees + 1)
+        degrees = self.num_nodes if self.node_degree is not None else 0
+        trees = INT_BYTES * (self.num_nodes + degrees + 3 * self.num_edges + self.num_trees + 1)
         itemsets = INT_BYTES * (int(self.itemset_trees.shape[0]) + 3 * self.num_itemsets + 1)
         vocab = 4 * (self.node_vocab.numel() + self.edge_vocab.numel())
         total = trees + itemsets + (vocab if self.vocab_kind == "set" else 0)

@@ -52,6 +52,8 @@ class GraphBatch:
         y: ``(B,)`` int64 labels.
         pool_mask: ``(N,)`` bool nodes to pool (tree roots), or None to pool every node.
         weight: ``(B,)`` float per-graph loss weights (itemset supports), or None.
+        degree: ``(N,)`` int64 degree of every node in its original graph (computation-tree nodes,
+            whose leaves have in-degree 0 in the tree), or None: the in-degree in ``edge_index``.
     """
 
     node_label: Tensor
@@ -62,6 +64,7 @@ class GraphBatch:
     y: Tensor
     pool_mask: Tensor | None = None
     weight: Tensor | None = None
+    degree: Tensor | None = None
 
 
 @dataclass
@@ -78,6 +81,8 @@ class GraphStore:
         y: ``(G,)`` int64 graph labels.
         pool_mask: ``(N,)`` bool or None (None = pool all nodes).
         weight: ``(G,)`` float32 or None.
+        node_degree: ``(N,)`` int64 original-graph degrees (computation trees) or None (the
+            in-degree in ``edge_index``, as for real graphs).
     """
 
     node_label: Tensor
@@ -88,6 +93,7 @@ class GraphStore:
     y: Tensor
     pool_mask: Tensor | None = None
     weight: Tensor | None = None
+    node_degree: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -126,7 +132,8 @@ class GraphStore:
             edge_label=self.edge_label[edges],
             batch=torch.arange(len(idx)).repeat_interleave(n_counts), num_graphs=len(idx), y=self.y[idx],
             pool_mask=None if self.pool_mask is None else self.pool_mask[nodes],
-            weight=None if self.weight is None else self.weight[idx])
+            weight=None if self.weight is None else self.weight[idx],
+            degree=None if self.node_degree is None else self.node_degree[nodes])
 
     def subset(self, idx: Tensor) -> "GraphStore":
         """A new store holding graphs ``idx`` in that order."""
@@ -135,12 +142,12 @@ class GraphStore:
         e_counts = self.edge_ptr[idx + 1] - self.edge_ptr[idx]
         zero = torch.zeros(1, dtype=torch.int64)
         return GraphStore(b.node_label, b.edge_index, b.edge_label, torch.cat([zero, n_counts.cumsum(0)]),
-                          torch.cat([zero, e_counts.cumsum(0)]), b.y, b.pool_mask, b.weight)
+                          torch.cat([zero, e_counts.cumsum(0)]), b.y, b.pool_mask, b.weight, b.degree)
 
     def all(self) -> GraphBatch:
         """Every graph as one batch (no copy of the node arrays)."""
         return GraphBatch(self.node_label, self.edge_index, self.edge_label, self.graph_of_node(), len(self),
-                          self.y, self.pool_mask, self.weight)
+                          self.y, self.pool_mask, self.weight, self.node_degree)
 
     def class_indices(self, c: int) -> Tensor:
         """Indices of the graphs of class ``c``, ascending."""

@@ -9,6 +9,9 @@ node). The same student is trained, under the same protocol, on:
 * ``herding``: the herding subset of the same bytes (optional);
 * ``full``: the whole training split (the reference row; optional).
 
+A Mirage set that stores an itemset under two classes is trained with support-weighted loss
+(:func:`~dsdistill.evaluators.graph_train.settings_for`); the baselines never are.
+
 Reported: final-epoch test accuracy and ROC-AUC, mean ± population std over runs. Nothing is
 selected on the test split. For comparison only, the report also gives the **paper rule** of
 Mirage's official code: per run the test score at the epoch of best validation AUC (checked every
@@ -34,7 +37,7 @@ import torch
 from dsdistill.errors import ConfigError
 from dsdistill.evaluators.graph_models import STUDENTS, build_graph_student
 from dsdistill.evaluators.graph_report import GraphEvalReport
-from dsdistill.evaluators.graph_train import GraphTrainSettings, Scorer, train_graph_student
+from dsdistill.evaluators.graph_train import GraphTrainSettings, Scorer, settings_for, train_graph_student
 from dsdistill.evaluators.report import RunResult
 from dsdistill.graphset import GraphSyntheticSet, subset_bytes
 from dsdistill.graphstore import GraphStore
@@ -127,7 +130,7 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
                    runs: int = 3, protocol: GraphProtocol | None = None, epochs: int | None = None,
                    lr: float | None = None, batch_size: int | None = None, seed: int = 0,
                    baselines: tuple[str, ...] = ("random",), progress: bool = True, file: str = "",
-                   **overrides) -> GraphEvalReport:
+                   budget_bytes: int = 0, **overrides) -> GraphEvalReport:
     """Evaluate ``syn`` on ``data`` under the graph protocol (see module docstring).
 
     Args:
@@ -141,6 +144,10 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
         baselines: Any of ``random``, ``herding``, ``k-center`` (equal bytes) and ``full``.
         progress: Show a progress bar.
         file: Path shown in the report.
+        budget_bytes: Byte budget of the subset baselines (0 = the set's own bytes). A larger
+            budget lets a comparison stay at equal budgets when one graph per class already costs
+            more than the set (DD): the set was then condensed under the same budget and uses at
+            most that many bytes.
     """
     from tqdm.auto import tqdm
 
@@ -157,11 +164,15 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
         raise ConfigError(f"unknown baseline(s) {', '.join(bad)}; choose from {', '.join(BASELINES)}")
     proto = (protocol or GRAPH).with_overrides(epochs=epochs, lr=lr, batch_size=batch_size, **overrides)
     layers = proto.layers_for(syn)
-    budget = syn.storage_bytes()["total"]
+    if budget_bytes and budget_bytes < syn.storage_bytes()["total"]:
+        raise ConfigError(f"budget_bytes {budget_bytes} is smaller than the set itself "
+                          f"({syn.storage_bytes()['total']} B)")
+    budget = budget_bytes or syn.storage_bytes()["total"]
     full_bytes = subset_bytes(data.train)
     scorers = {"val": Scorer(data.val, data.node_vocab, data.num_classes),
                "test": Scorer(data.test, data.node_vocab, data.num_classes)}
     syn_store = syn.to_store()
+    syn_proto = dataclasses.replace(proto, settings=settings_for(syn, proto.settings))
     fixed: dict[str, GraphStore] = {"synthetic": syn_store, "full": data.train}
     kinds = ["synthetic", *baselines]
     subset_info: dict[str, dict] = {}
@@ -174,6 +185,7 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
     report = GraphEvalReport(
         file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
         protocol={"name": proto.name, "description": proto.description, **dataclasses.asdict(proto.settings),
+                  "set_weighted_by_support": syn_proto.settings.weight_by_support,
                   "hidden": proto.hidden, "layers": layers, "dropout": proto.dropout, "pooling": proto.pooling,
                   "head": proto.head, "eval_every": proto.eval_every, "split": data.split},
         settings={"models": list(models), "runs": runs, "seed": seed, "baselines": list(baselines),
@@ -194,7 +206,8 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
                     store = data.train.subset(idx)
                     random_bytes.append((len(idx), subset_bytes(data.train, idx)))
                 vocab = syn.node_vocab if kind == "synthetic" else data.node_vocab
-                out = run_student(model_name.lower(), store, vocab, data, proto, layers,
+                kind_proto = syn_proto if kind == "synthetic" else proto
+                out = run_student(model_name.lower(), store, vocab, data, kind_proto, layers,
                                   seed=derive_seed(seed, "graph-student", model_name, kind, run), scorers=scorers,
                                   on_epoch=lambda _: bar.update(1))
                 report.runs.append(RunResult(model_name.lower(), kind, run, out["test_acc"], out["val_acc"],
@@ -208,7 +221,7 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
     storage = syn.storage_bytes()
     report.storage = {"synthetic": storage, "full_train_bytes": full_bytes, "ratio_to_full": storage["total"] / full_bytes,
                       "training_instances": syn.num_itemsets, "trees": syn.num_trees, "nodes": syn.num_nodes,
-                      "edges": syn.num_edges, "baselines": subset_info,
+                      "edges": syn.num_edges, "baselines": subset_info, "budget_bytes": budget,
                       "full_train_graphs": len(data.train),
                       "distill_seconds": syn.provenance.get("elapsed_seconds"),
                       "mining_seconds": syn.provenance.get("mining_seconds")}

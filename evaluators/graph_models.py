@@ -2,13 +2,19 @@
 
 Every student maps node features ``(N, F)`` through ``layers`` message-passing layers (ReLU
 between them, no normalisation layers: batch statistics of small forests would differ from those of
-real graphs), pools node embeddings per graph, and classifies with a two-layer MLP head. When a
+real graphs), pools node embeddings per graph, and classifies with a linear (or MLP) head. When a
 ``pool_mask`` is given only the masked nodes (the roots of computation trees) are pooled; on
-real graphs every node is. With ``layers <= L`` a GIN or GAT root embedding in a depth-L
+real graphs every node is. With ``layers <= L`` a GIN, GAT or GCN root embedding in a depth-L
 computation tree equals the node's embedding in its graph, so "mean over roots" on a Mirage forest
-and "mean over nodes" on a real graph are the same function. GCN's symmetric normalisation uses
-the in-degree of leaves (0 in the tree, their real degree in the graph), so GCN is exact only for
-``L >= layers + 1`` (``tests/graph/test_root_embedding.py``).
+and "mean over nodes" on a real graph are the same function.
+
+GCN needs every node's degree in its *original* graph: symmetric normalisation weighs the message
+``u -> v`` by ``1 / sqrt((d_u + 1)(d_v + 1))``, and a computation tree's leaves have in-degree 0
+in the tree although their real degree is not 0 (PyG's ``GCNConv`` would use 0 and is then exact
+only for ``L >= layers + 1``, GRAPH.md section 1.6). The GCN student therefore uses
+``GCNConv(normalize=False)`` with edge weights computed here from a degree vector: the stored
+original degrees of tree nodes (:attr:`GraphSyntheticSet.node_degree`), or, when none is given,
+the in-degree in ``edge_index`` (real graphs; identical to PyG's own ``gcn_norm`` with self loops).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ class GraphStudent(nn.Module):
         for i in range(layers):
             d_in = in_dim if i == 0 else hidden
             if kind == "gcn":
-                conv = gnn.GCNConv(d_in, hidden)
+                conv = gnn.GCNConv(d_in, hidden, normalize=False)
             elif kind == "gin":
                 conv = gnn.GINConv(nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden)))
             else:
@@ -84,16 +90,25 @@ class GraphStudent(nn.Module):
                      nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
                                    nn.Linear(hidden, num_classes)))
 
-    def node_embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """``(N, F)`` features -> ``(N, hidden)`` embeddings (ReLU between layers, not after the last)."""
+    def node_embed(self, x: Tensor, edge_index: Tensor, degree: Tensor | None = None) -> Tensor:
+        """``(N, F)`` features -> ``(N, hidden)`` embeddings (ReLU between layers, not after the last).
+
+        Args:
+            x: ``(N, F)`` node features.
+            edge_index: ``(2, E)``; messages flow ``edge_index[0] -> edge_index[1]``.
+            degree: ``(N,)`` original-graph degrees (GCN only; None = in-degree in ``edge_index``).
+        """
+        weight = None
+        if self.kind == "gcn":
+            edge_index, weight = gcn_edges(edge_index, x.shape[0], degree, x.dtype)
         for i, conv in enumerate(self.convs):
-            x = conv(x, edge_index)
+            x = conv(x, edge_index) if weight is None else conv(x, edge_index, weight)
             if i < len(self.convs) - 1:
                 x = torch.relu(x)
         return x
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int,
-                pool_mask: Tensor | None = None) -> Tensor:
+                pool_mask: Tensor | None = None, degree: Tensor | None = None) -> Tensor:
         """Logits ``(B, K)``.
 
         Args:
@@ -102,9 +117,31 @@ class GraphStudent(nn.Module):
             batch: ``(N,)`` graph of each node.
             num_graphs: B.
             pool_mask: ``(N,)`` bool nodes to pool, or None for all.
+            degree: ``(N,)`` original-graph degrees of tree nodes (GCN), or None.
         """
-        h = self.node_embed(x, edge_index)
+        h = self.node_embed(x, edge_index, degree)
         return self.head(pool(h, batch, num_graphs, pool_mask, self.pooling))
+
+
+def gcn_edges(edge_index: Tensor, num_nodes: int, degree: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Edges plus self loops with symmetric GCN weights from a degree vector.
+
+    Args:
+        edge_index: ``(2, E)`` int64 without self loops.
+        num_nodes: N.
+        degree: ``(N,)`` degrees, or None for the in-degree in ``edge_index``.
+        dtype: Weight dtype.
+
+    Returns:
+        ``((2, E + N) edge_index, (E + N,) weights)``; edge ``u -> v`` weighs
+        ``1 / sqrt((d_u + 1)(d_v + 1))``, the self loop of ``v`` ``1 / (d_v + 1)``.
+    """
+    if degree is None:
+        degree = torch.bincount(edge_index[1], minlength=num_nodes)
+    inv = (degree.to(dtype) + 1).rsqrt()
+    loops = torch.arange(num_nodes, device=edge_index.device).expand(2, -1)
+    weight = torch.cat([inv[edge_index[0]] * inv[edge_index[1]], inv * inv])
+    return torch.cat([edge_index, loops], 1), weight
 
 
 def build_graph_student(kind: str, in_dim: int, num_classes: int, *, seed: int, **kwargs) -> GraphStudent:

@@ -6,6 +6,7 @@ forked for the duration of a run and restored afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -27,7 +28,8 @@ class GraphTrainSettings:
         lr: Adam learning rate.
         weight_decay: Adam L2 penalty.
         batch_size: Graphs per step.
-        weight_by_support: Weight each sample's loss by its support (Mirage's disabled option).
+        weight_by_support: Weight each sample's loss by its support (Mirage's disabled option); see
+            :func:`settings_for` for when a set turns it on.
         min_steps: Train at least this many optimiser steps (more epochs on tiny sets), so a set of
             ten graphs is not judged after a hundred steps while the full data gets thousands.
     """
@@ -43,6 +45,22 @@ class GraphTrainSettings:
         """Epochs actually run on ``num_graphs`` training graphs (``epochs``, raised to reach ``min_steps``)."""
         per_epoch = max(1, math.ceil(num_graphs / self.batch_size))
         return max(self.epochs, math.ceil(self.min_steps / per_epoch))
+
+
+def settings_for(syn, settings: GraphTrainSettings) -> GraphTrainSettings:
+    """The training settings for set ``syn``: support weighting on when it holds shared itemsets.
+
+    An itemset stored under two classes (:meth:`GraphSyntheticSet.has_shared_itemsets`) is the same
+    input with two labels. Unweighted, the student is pushed to a 50/50 target on it whatever the
+    data say; weighting every sample by its support makes the target the itemset's class frequency
+    among the training graphs that contain it. Measured on DD (1-hop trees, 8 labels, overlap kept,
+    validation split, one GIN seed): accuracy 41.5% (every graph called the minority class) unweighted
+    vs 63.6% weighted at min support 0.15. Sets without shared itemsets keep ``settings`` unchanged
+    (the official code never weights).
+    """
+    if settings.weight_by_support or not syn.has_shared_itemsets():
+        return settings
+    return dataclasses.replace(settings, weight_by_support=True)
 
 
 def roc_auc(scores: Tensor, y: Tensor, num_classes: int) -> float:
@@ -92,7 +110,7 @@ class Scorer:
         was_training = model.training
         model.eval()
         b = self.batch
-        logits = model(self.x, b.edge_index, b.batch, b.num_graphs, b.pool_mask)
+        logits = model(self.x, b.edge_index, b.batch, b.num_graphs, b.pool_mask, b.degree)
         model.train(was_training)
         acc = float((logits.argmax(1) == b.y).double().mean())
         return acc, roc_auc(torch.softmax(logits.double(), 1), b.y, self.num_classes)
@@ -119,7 +137,8 @@ def train_graph_student(model: GraphStudent, store: GraphStore, node_vocab: Tens
         for epoch in range(1, settings.epochs_for(n) + 1):
             for idx in torch.randperm(n, generator=gen).split(settings.batch_size):
                 b = store.batch(idx)
-                logits = model(node_vocab[b.node_label], b.edge_index, b.batch, b.num_graphs, b.pool_mask)
+                logits = model(node_vocab[b.node_label], b.edge_index, b.batch, b.num_graphs, b.pool_mask,
+                               b.degree)
                 loss = F.cross_entropy(logits, b.y, reduction="none")
                 if settings.weight_by_support and b.weight is not None:
                     loss = loss * (b.weight / b.weight.mean())

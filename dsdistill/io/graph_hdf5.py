@@ -4,7 +4,7 @@ Layout (``T`` trees with ``Nn`` nodes and ``E`` edges in all, ``S`` itemsets ref
 trees in all, ``K`` classes, node vocabulary ``V x F``, edge vocabulary ``Ve x Fe``)::
 
     /                        attrs format="dsdistill", format_version=1,
-                             encoding-type="dsdistill.graph_set", encoding-version="1.0.0",
+                             encoding-type="dsdistill.graph_set", encoding-version="1.1.0",
                              modality="graph", method, dataset, num_classes, ipc, created_by,
                              protocol, pooling ("roots"|"all"), depth, vocab_kind ("dataset"|"set")
     /trees/node_labels       int64 (Nn,) in [0, V)
@@ -12,6 +12,11 @@ trees in all, ``K`` classes, node vocabulary ``V x F``, edge vocabulary ``Ve x F
                              with pooling "roots" every tree is a rooted tree with edges child -> parent
     /trees/edge_labels       int64 (E,) in [0, Ve)
     /trees/ptr               int64 (T + 1,) node offsets: 0, strictly increasing, Nn
+    /trees/node_degree       int64 (Nn,) >= 0, each node's degree in the training graph it was
+                             unrolled from; required with pooling "roots" (GCN normalisation),
+                             where it must equal the in-degree in the tree for every node with
+                             children (leaves: the representative occurrence's degree);
+                             optional with pooling "all" (absent = in-degree)       [1.1.0]
     /itemsets/tree_ids       int64 (M,) in [0, T)
     /itemsets/ptr            int64 (S + 1,) offsets into tree_ids: 0, strictly increasing, M
     /itemsets/support        int64 (S,) >= 1
@@ -45,7 +50,7 @@ from dsdistill.io.atomic import atomic_path, check_overwrite
 from dsdistill.io.validate import FORMAT, FORMAT_VERSION, Checker, check_header, open_h5
 
 ENCODING_TYPE = "dsdistill.graph_set"
-ENCODING_VERSION = "1.0.0"
+ENCODING_VERSION = "1.1.0"  # 1.1.0 added /trees/node_degree
 MAX_DEPTH = 64
 _ZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -108,6 +113,8 @@ def save_graph_synthetic(syn: GraphSyntheticSet, path: str | os.PathLike[str], *
                                    (items, "tree_ids", syn.itemset_trees), (items, "ptr", syn.itemset_ptr),
                                    (items, "support", syn.support), (items, "label", syn.labels)):
                 _put(group, name, t, np.int64)
+            if syn.node_degree is not None:
+                _put(trees, "node_degree", syn.node_degree, np.int64)
             _put(vocab, "node_features", syn.node_vocab, np.float32)
             _put(vocab, "edge_features", syn.edge_vocab, np.float32)
             if syn.class_names:
@@ -140,6 +147,10 @@ def inspect_graph(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
     e = lay["edge_index"].shape[1]
     lay["edge_labels"] = chk.dataset(trees, "edge_labels", kinds="iu", shape=(e,))
     lay["tree_ptr"] = chk.dataset(trees, "ptr", kinds="iu", ndim=1)
+    lay["node_degree"] = chk.dataset(trees, "node_degree", kinds="iu", shape=(n,), required=False)
+    if lay["node_degree"] is None and lay["pooling"] == "roots":
+        raise chk.fail("it has computation trees but no /trees/node_degree (the original node degrees GCN "
+                       "needs; files written before dsdistill's graph schema 1.1.0 lack it): condense it again")
     lay["tree_ids"] = chk.dataset(items, "tree_ids", kinds="iu", ndim=1)
     lay["item_ptr"] = chk.dataset(items, "ptr", kinds="iu", ndim=1)
     s = lay["item_ptr"].shape[0] - 1
@@ -166,6 +177,7 @@ def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int) -> dict[str
                                             "item_ptr", "support", "label", "node_vocab", "edge_vocab")}
     n, e, t = a["node_labels"].shape[0], a["edge_index"].shape[1], a["tree_ptr"].shape[0] - 1
     v, ve = a["node_vocab"].shape[0], a["edge_vocab"].shape[0]
+    degree = None if lay["node_degree"] is None else np.asarray(lay["node_degree"][()])
     checks = [
         (_offsets_ok(a["tree_ptr"], n), f"/trees/ptr must run from 0 to {n} strictly increasing (one offset per tree)"),
         (_offsets_ok(a["item_ptr"], a["tree_ids"].shape[0]),
@@ -187,6 +199,11 @@ def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int) -> dict[str
             raise chk.fail("an edge of /trees/edge_index joins two different trees")
         if (np.diff(tree_of[0]) < 0).any():
             raise chk.fail("/trees/edge_index is not grouped by tree")
+    if degree is not None:
+        in_deg = np.bincount(a["edge_index"][1], minlength=n)
+        if (degree < 0).any() or (degree[in_deg > 0] != in_deg[in_deg > 0]).any():
+            raise chk.fail("/trees/node_degree must be >= 0 and equal each node's number of in-edges wherever "
+                           "it has any")
     if lay["pooling"] == "roots":
         out_deg = np.bincount(a["edge_index"][0], minlength=n)
         is_root = np.zeros(n, dtype=bool)
@@ -202,7 +219,8 @@ def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int) -> dict[str
     ints = {k: torch.from_numpy(np.ascontiguousarray(a[k], dtype=np.int64))
             for k in ("node_labels", "edge_index", "edge_labels", "tree_ptr", "tree_ids", "item_ptr", "support", "label")}
     floats = {k: torch.from_numpy(np.ascontiguousarray(a[k], dtype=np.float32)) for k in ("node_vocab", "edge_vocab")}
-    return {**ints, **floats}
+    deg = {} if degree is None else {"node_degree": torch.from_numpy(np.ascontiguousarray(degree, dtype=np.int64))}
+    return {**ints, **floats, **deg}
 
 
 def load_graph_synthetic(path: str | os.PathLike[str]) -> GraphSyntheticSet:
@@ -225,7 +243,8 @@ def load_graph_synthetic(path: str | os.PathLike[str]) -> GraphSyntheticSet:
             labels=a["label"], node_vocab=a["node_vocab"], edge_vocab=a["edge_vocab"],
             num_classes=header["num_classes"], method=header["method"], dataset=header["dataset"],
             ipc=header["ipc"], pooling=lay["pooling"], depth=lay["depth"], vocab_kind=lay["vocab_kind"],
-            class_names=classes, provenance=provenance, protocol=lay["protocol"] or "graph")
+            class_names=classes, provenance=provenance, protocol=lay["protocol"] or "graph",
+            node_degree=a.get("node_degree"))
 
 
 def describe_graph_lines(f: h5py.File, chk: Checker, header: dict[str, Any]) -> list[str]:
@@ -237,7 +256,8 @@ def describe_graph_lines(f: h5py.File, chk: Checker, header: dict[str, Any]) -> 
     names = chk.text(lay["classes"]) if lay["classes"] is not None else [str(c) for c in range(k)]
     syn_bytes = GraphSyntheticSet(a["node_labels"], a["edge_index"], a["edge_labels"], a["tree_ptr"], a["tree_ids"],
                                   a["item_ptr"], a["support"], a["label"], a["node_vocab"], a["edge_vocab"], k,
-                                  header["method"], header["dataset"], vocab_kind=lay["vocab_kind"]).storage_bytes()
+                                  header["method"], header["dataset"], vocab_kind=lay["vocab_kind"],
+                                  node_degree=a.get("node_degree")).storage_bytes()
     sizes = np.diff(a["item_ptr"].numpy())
     what = (f"computation trees of depth {lay['depth']}, pooled at their roots" if lay["pooling"] == "roots"
             else "whole graphs, pooled over all nodes")
@@ -245,7 +265,8 @@ def describe_graph_lines(f: h5py.File, chk: Checker, header: dict[str, Any]) -> 
              f" {int(sizes.min())}-{int(sizes.max())} trees each, support {int(a['support'].min())}-"
              f"{int(a['support'].max())}",
              f"  trees        {a['tree_ptr'].shape[0] - 1} stored once ({what}); {a['node_labels'].shape[0]} nodes, "
-             f"{a['edge_index'].shape[1]} edges",
+             f"{a['edge_index'].shape[1]} edges"
+             + ("; original node degrees stored (GCN normalisation)" if "node_degree" in a else ""),
              f"  features     node vocabulary {tuple(a['node_vocab'].shape)} ({lay['vocab_kind']}), edge vocabulary "
              f"{tuple(a['edge_vocab'].shape)}",
              f"  protocol     {lay['protocol'] or 'none recorded'}",
@@ -253,7 +274,8 @@ def describe_graph_lines(f: h5py.File, chk: Checker, header: dict[str, Any]) -> 
              f"{syn_bytes['vocab']:,} B; total {syn_bytes['total']:,} B (vocab counted only when the set's own); "
              f"file {chk.size:,} B on disk"]
     prov = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
-    keys = ("elapsed_seconds", "mining_seconds", "chosen_min_support", "thresholds", "split", "dataset_fingerprint")
+    keys = ("elapsed_seconds", "mining_seconds", "chosen_min_support", "chosen_overlap", "thresholds", "split",
+            "dataset_fingerprint")
     shown = ", ".join(f"{key}={json.dumps(prov[key])}" for key in keys if key in prov)
     lines.append(f"  provenance   created by {header['created_by'] or 'unknown'}" + (f"; {shown}" if shown else ""))
     return lines

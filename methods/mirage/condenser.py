@@ -24,8 +24,14 @@ Other deviations from the official code (see also :mod:`.trees` and :mod:`.mine`
   rule is available in the report, labelled as such (``dsdistill.evaluators.graph``).
 * ``ipc`` is ignored (the set's size follows from the threshold and budget); the file's ``ipc``
   header is the largest number of itemsets of a class.
-* Frequency-weighted sampling is off in the official code; ``support`` is stored and the graph
-  protocol can weight by it (``weight_by_support``), off by default, as there.
+* Overlap. The official C++ path computes the "frequent in the other class" filter and then
+  disables it (keep); session-1's ``"auto"`` dropped unless a class was left empty, which on DD
+  left one class with 1-10 itemsets against 64 and a majority-class student. Now ``"auto"`` makes
+  both the dropped and the kept set of every threshold a candidate and validation chooses.
+* Frequency weighting is off in the official code; ``support`` is stored and the graph protocol
+  weights by it when the set stores an itemset under two classes ("keep"; identical inputs with
+  different labels, see :func:`dsdistill.evaluators.graph_train.settings_for`) or when asked
+  (``weight_by_support``). The search trains its students the same way.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ class MirageConfig:
         max_itemset_size: Largest number of trees in one itemset (0 = unbounded).
         max_itemsets_per_class: Keep at most this many itemsets per class (0 = all).
         overlap: ``"drop"`` itemsets frequent in another class too, ``"keep"`` them, or ``"auto"``:
-            drop, unless that leaves a class without itemsets at this threshold, then keep.
+            both sets are candidates at every threshold and validation chooses.
         budget_bytes: Byte budget of the set (0 = ``budget_ratio`` of the training split).
         budget_ratio: Budget as a fraction of the training split's bytes.
         enumeration_limit: Abort mining a threshold past this many itemsets in one class.
@@ -143,26 +149,26 @@ class Mirage(Condenser):
                 mine_seconds += time.time() - t0
                 log.append({**entry, "status": f"more than {cfg.enumeration_limit} itemsets in a class; stopped"})
                 break
+            mine_seconds += time.time() - t0
             for overlap in (["drop", "keep"] if cfg.overlap == "auto" else [cfg.overlap]):
+                t0 = time.time()
                 itemsets = select_itemsets(mined, overlap=overlap, cap=cfg.max_itemsets_per_class)
                 per_class = [sum(1 for _, _, c in itemsets if c == k) for k in range(data.num_classes)]
-                if min(per_class) > 0:
-                    break
-            nbytes = forest_bytes(index, itemsets, size_cache, vocab_bytes)
-            mine_seconds += time.time() - t0
-            entry.update(frequent=[len(m) for m in mined], overlap=overlap, kept=per_class, bytes=nbytes)
-            key = tuple(itemsets)
-            if min(per_class) == 0:
-                entry["status"] = "a class has no itemset"
-            elif nbytes > budget:
-                entry["status"] = f"over budget ({budget} B)"
-            elif key in seen:
-                entry["status"] = "same set as a higher threshold"
-            else:
-                seen.add(key)
-                entry["status"] = "candidate"
-                candidates.append((len(log), itemsets, nbytes))
-            log.append(entry)
+                nbytes = forest_bytes(index, itemsets, size_cache, vocab_bytes)
+                mine_seconds += time.time() - t0
+                row = dict(entry, frequent=[len(m) for m in mined], overlap=overlap, kept=per_class, bytes=nbytes)
+                key = tuple(itemsets)
+                if min(per_class) == 0:
+                    row["status"] = "a class has no itemset"
+                elif nbytes > budget:
+                    row["status"] = f"over budget ({budget} B)"
+                elif key in seen:
+                    row["status"] = "same set as another candidate"
+                else:
+                    seen.add(key)
+                    row["status"] = "candidate"
+                    candidates.append((len(log), itemsets, nbytes))
+                log.append(row)
         if not candidates:
             raise ConfigError(f"mirage found no threshold whose itemsets cover every class of {data.name} within "
                               f"{budget} bytes (depth {cfg.depth}); lower min_support / search_grid, raise "
@@ -183,7 +189,8 @@ class Mirage(Condenser):
         elapsed = time.time() - started
         prov = {"method": self.name, "config": asdict(self.config), "dataset": data.name, "seed": seed,
                 "split": data.split, "dataset_fingerprint": data.fingerprint, "budget_bytes": budget,
-                "chosen_min_support": log[pos]["min_support"], "thresholds": log[pos]["thresholds"],
+                "chosen_min_support": log[pos]["min_support"], "chosen_overlap": log[pos].get("overlap"),
+                "thresholds": log[pos]["thresholds"],
                 "unique_trees": index.num_trees, "training_graphs_per_class": sizes, "search": log,
                 "tree_seconds": round(tree_seconds, 3), "mining_seconds": round(tree_seconds + mine_seconds, 3),
                 "search_seconds": round(time.time() - search_started, 3), "elapsed_seconds": round(elapsed, 3),
@@ -195,13 +202,15 @@ class Mirage(Condenser):
     def _score(self, index, itemsets, data, vocab, seed: int, pos: int) -> tuple[float, float]:
         """Mean validation (accuracy, ROC-AUC) of ``search_runs`` quick students on the candidate set."""
         from dsdistill.evaluators.graph_models import build_graph_student
-        from dsdistill.evaluators.graph_train import GraphTrainSettings, Scorer, train_graph_student
+        from dsdistill.evaluators.graph_train import GraphTrainSettings, Scorer, settings_for, train_graph_student
 
         cfg = self.config
-        store = build_forest_set(index, itemsets, node_vocab=vocab, edge_vocab=data.edge_vocab,
-                                 num_classes=data.num_classes, method=self.name, dataset=data.name).to_store()
+        syn = build_forest_set(index, itemsets, node_vocab=vocab, edge_vocab=data.edge_vocab,
+                               num_classes=data.num_classes, method=self.name, dataset=data.name)
+        store = syn.to_store()
         scorer = Scorer(data.val, data.node_vocab, data.num_classes)
-        settings = GraphTrainSettings(epochs=cfg.search_epochs, lr=cfg.search_lr, min_steps=cfg.search_min_steps)
+        settings = settings_for(syn, GraphTrainSettings(epochs=cfg.search_epochs, lr=cfg.search_lr,
+                                                        min_steps=cfg.search_min_steps))
         scores = []
         for run in range(cfg.search_runs):
             model = build_graph_student(cfg.search_model, data.feature_dim, data.num_classes, layers=cfg.depth,

@@ -2,7 +2,9 @@
 
 Only the trees some itemset uses are materialised (breadth-first, root = local node 0, edges
 child -> parent), each exactly once; itemsets refer to them by position. Tree ``i`` of the set is
-the ``i``-th distinct tree id in order of first use.
+the ``i``-th distinct tree id in order of first use. Trees are unrolled around their
+representative node (:meth:`.trees.TreeIndex.occurrence`), which also gives every tree node's
+degree in its training graph (stored as ``node_degree``, read by GCN students).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def forest_bytes(index: TreeIndex, itemsets: list[tuple[tuple[int, ...], int, in
             sizes[t] = index.tree_size(t)
         nodes, edges = nodes + sizes[t][0], edges + sizes[t][1]
     refs = sum(len(items) for items, _, _ in itemsets)
-    return INT_BYTES * (nodes + 3 * edges + len(used) + 1 + refs + 3 * len(itemsets) + 1) + vocab_bytes
+    return INT_BYTES * (2 * nodes + 3 * edges + len(used) + 1 + refs + 3 * len(itemsets) + 1) + vocab_bytes
 
 
 def build_forest_set(index: TreeIndex, itemsets: list[tuple[tuple[int, ...], int, int]], *, node_vocab: torch.Tensor,
@@ -48,15 +50,16 @@ def build_forest_set(index: TreeIndex, itemsets: list[tuple[tuple[int, ...], int
         vocab_kind: ``"set"`` when ``node_vocab`` is the set's own (coarsened labels).
     """
     position: dict[int, int] = {}
-    labels, edges, edge_labels, ptr = [], [], [], [0]
+    labels, edges, edge_labels, degrees, ptr = [], [], [], [], [0]
     for items, _, _ in itemsets:
         for t in items:
             if t in position:
                 continue
             position[t] = len(position)
-            lab, e, el = index.tree(t)
+            lab, e, el, deg = index.occurrence(t)
             offset = ptr[-1]
             labels.extend(lab)
+            degrees.extend(deg)
             edges.extend((a + offset, b + offset) for a, b in e)
             edge_labels.extend(el)
             ptr.append(offset + len(lab))
@@ -74,4 +77,4 @@ def build_forest_set(index: TreeIndex, itemsets: list[tuple[tuple[int, ...], int
         node_vocab=node_vocab.float(), edge_vocab=edge_vocab.float(), num_classes=num_classes, method=method,
         dataset=dataset, ipc=max(1, int(per_class.max()) if len(per_class) else 1), pooling="roots",
         depth=index.depth, vocab_kind=vocab_kind, class_names=list(class_names or []),
-        provenance=dict(provenance or {}))
+        provenance=dict(provenance or {}), node_degree=torch.tensor(degrees, dtype=torch.int64))

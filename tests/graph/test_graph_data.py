@@ -58,9 +58,18 @@ def test_shipped_mutag_is_the_fallback(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rdkit") is not None, reason="RDKit is installed")
-def test_hiv_without_rdkit_is_one_clear_error():
-    with pytest.raises(ConfigError, match="RDKit"):
+def test_hiv_without_rdkit_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="RDKit, which is not installed; pip install rdkit"):
         load_graph_dataset("hiv")
+    from click.testing import CliRunner
+
+    from dsdistill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["condense", "--method", "mirage", "--dataset", "hiv", "-o", "h.h5"])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "RDKit" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "h.h5").exists()
 
 
 def test_pyproject_ships_the_tu_raw_files():
@@ -140,3 +149,9 @@ def test_hiv_pipeline_with_a_stub_rdkit(monkeypatch, tmp_path):
         assert not own & others
     with pytest.raises(ConfigError, match="scaffold split"):
         load_graph_dataset("hiv", tmp_path, fold=0)
+    # the stub-featurised molecules go through Mirage like any graph dataset
+    from dsdistill.methods.mirage import Mirage, MirageConfig
+
+    syn = Mirage(MirageConfig(depth=1, min_support=1, budget_bytes=10**6)).condense(data, progress=False)
+    assert syn.dataset == "hiv" and sorted(set(syn.labels.tolist())) == [0, 1]
+    assert syn.node_degree is not None and syn.node_vocab.shape == data.node_vocab.shape

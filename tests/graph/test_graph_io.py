@@ -38,7 +38,7 @@ def path(forest_set, tmp_path) -> Path:
 def test_round_trip_is_exact(forest_set, path):
     back = load_graph_synthetic(path)
     for name in ("node_labels", "edge_index", "edge_labels", "tree_ptr", "itemset_trees", "itemset_ptr", "support",
-                 "labels", "node_vocab", "edge_vocab"):
+                 "labels", "node_vocab", "edge_vocab", "node_degree"):
         assert torch.equal(getattr(back, name), getattr(forest_set, name)), name
     for name in ("num_classes", "method", "dataset", "ipc", "pooling", "depth", "vocab_kind", "class_names",
                  "provenance", "protocol"):
@@ -92,6 +92,9 @@ def replace(name, value):
     (replace("vocab/node_features", np.full((3, 3), np.nan, dtype=np.float32)), "non-finite"),
     (lambda f: f.__delitem__("itemsets"), "no /itemsets"),
     (replace("trees/edge_labels", np.zeros(3, dtype=np.int64)), "edge_labels"),
+    (lambda f: f.__delitem__("trees/node_degree"), "no /trees/node_degree"),
+    (lambda f: f["trees/node_degree"].__setitem__(0, 9), "/trees/node_degree must"),
+    (lambda f: f["trees/node_degree"].__setitem__(1, -1), "/trees/node_degree must"),
 ])
 def test_hostile_files_rejected_with_one_sentence(path, mutation, phrase):
     rewrite(path, mutation)

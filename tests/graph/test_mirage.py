@@ -31,7 +31,9 @@ def test_more_than_two_classes_and_isolated_nodes(tiny3, fast_mirage, tmp_path):
 def test_search_is_recorded_and_chooses_on_validation(tiny3, fast_mirage):
     syn = GRAPH_CONDENSERS.get("mirage").from_settings("tiny3", 1, fast_mirage).condense(tiny3, 1, seed=0)
     log = syn.provenance["search"]
-    assert [e["min_support"] for e in log] == [0.5, 0.3, 0.1]
+    # overlap "auto": the dropped and the kept set of every threshold are both considered
+    assert [(e["min_support"], e["overlap"]) for e in log] == [(r, o) for r in (0.5, 0.3, 0.1) for o in ("drop", "keep")]
+    assert syn.provenance["chosen_overlap"] in ("drop", "keep")
     chosen = [e for e in log if e["status"] == "chosen"]
     assert len(chosen) == 1 and syn.provenance["chosen_min_support"] == chosen[0]["min_support"]
     assert all("val_acc" in e for e in log if e["status"] in ("candidate", "chosen")) or len(
@@ -47,6 +49,22 @@ def test_overlap_filter_and_thresholds():
     assert [(p, c) for p, _, c in kept] == [((2,), 0), ((1, 2), 0), ((3,), 1), ((4,), 2)]
     assert len(select_itemsets(mined, overlap="keep", cap=1)) == 3
     assert thresholds_for(0.25, [10, 41]) == [3, 11] and thresholds_for(7, [10, 41]) == [7, 7]
+
+
+def test_shared_itemsets_are_trained_with_support_weights(graph_tools):
+    from dsdistill.evaluators.graph_train import GraphTrainSettings, settings_for
+    from dsdistill.methods.mirage.forest import build_forest_set
+    from dsdistill.methods.mirage.trees import compute_tree_ids
+
+    index = compute_tree_ids(torch.tensor([0, 1, 2]), graph_tools["undirected"]([(0, 1), (1, 2)]), None, 1)
+    t = index.node_tree.tolist()
+    make = lambda items: build_forest_set(index, items, node_vocab=torch.eye(3), edge_vocab=torch.ones(1, 1),  # noqa: E731
+                                          num_classes=2, method="mirage", dataset="toy")
+    shared = make([((t[0], t[1]), 9, 0), ((t[1], t[0]), 3, 1), ((t[2],), 4, 1)])
+    apart = make([((t[0], t[1]), 9, 0), ((t[2],), 4, 1)])
+    assert shared.has_shared_itemsets() and not apart.has_shared_itemsets()
+    assert settings_for(shared, GraphTrainSettings()).weight_by_support
+    assert not settings_for(apart, GraphTrainSettings()).weight_by_support
 
 
 def test_impossible_budget_is_one_clear_error(tiny3, fast_mirage):

@@ -84,3 +84,21 @@ def test_coarsen_labels_keeps_the_frequent_ones_and_averages_the_rest():
     coarse, vocab = coarsen_labels(labels, torch.eye(4), 2)
     assert coarse.tolist() == [0, 0, 0, 1, 1, 2, 2]
     assert torch.allclose(vocab[2], torch.tensor([0, 0, 0.5, 0.5]))
+
+
+def test_occurrence_is_the_same_tree_with_the_representatives_degrees(graph_tools):
+    # nodes 0 and 4 have the same depth-1 tree (label 5 with one label-6 child) but that child has
+    # degree 2 under node 0 and degree 1 under node 4: the stored leaf degree is node 0's
+    edge_index = graph_tools["undirected"]([(0, 1), (1, 2), (4, 3)])
+    index = compute_tree_ids(torch.tensor([5, 6, 7, 6, 5]), edge_index, None, depth=1)
+    t = int(index.node_tree[0])
+    assert int(index.node_tree[4]) == t and index.representative(t) == 0
+    labels, edges, elabels, degrees = index.occurrence(t)
+    assert (labels, edges, elabels) == index.tree(t)
+    assert degrees == [1, 2]
+    for tree in range(index.num_trees):
+        labels, edges, _, degrees = index.occurrence(tree)
+        canonical = index.tree(tree)
+        assert sorted(labels) == sorted(canonical[0]) and len(edges) == len(canonical[1])
+        children = [sum(1 for _, p in edges if p == i) for i in range(len(labels))]
+        assert all(d == c for d, c in zip(degrees, children) if c)  # internal nodes: degree = children
