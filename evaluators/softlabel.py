@@ -1,0 +1,269 @@
+"""The ``softlabel`` evaluation protocol: students trained on stored, replayed soft labels.
+
+Recipe (SRe2L ``validate/train_FKD.py`` / CV-DD ``train_fkd.py``, see
+:mod:`dsdistill.evaluators.softlabel_train`): AdamW lr 1e-3, weight decay 0.01 (not on biases and
+norm parameters), per-epoch cosine with smoothing factor ``smoothing`` (1 = SRe2L, 2 = RDED/EDC),
+batch 64, RandomResizedCrop + flip + CutMix **replayed from the file** (the student sees exactly
+the inputs the teacher labelled), ``KL`` at the stored temperature T without a ``T^2`` factor.
+Epochs default to the stored epochs; asking for more is an error (nothing is cycled), fewer uses
+the first ones. The accuracy reported is the final epoch's on the test split.
+
+For every (model, run) it trains, like DD-Ranking's label-robust score needs:
+
+* ``synthetic``: the set with its soft labels;
+* ``synthetic_hard``: the same images and replayed augmentation, cross-entropy on hard labels;
+* ``random``: a random real subset of the same IPC, **relabelled at evaluation time with the same
+  teachers the same way** (committee, weights, averaging, temperature, BN mode, dtype, top-k,
+  epochs) and trained identically; this needs the teachers (``teachers=DIR`` or the directory
+  recorded in the file);
+* ``full`` (optional, ``full_epochs > 0``): the whole real training split, hard labels, fresh
+  crop/flip/CutMix draws, same optimiser.
+
+and reports ``IOR = Acc(syn, soft) - Acc(random, soft)`` and ``HLR = Acc(full, hard) -
+Acc(syn, hard)`` from mean accuracy **fractions** (DD-Ranking feeds percent).
+
+``online_teacher=True`` labels every mini-batch with the teachers during training instead of
+replaying the file (RDED, INFER+Dyn, SRe2L's CIFAR script). The report flags it: such a student
+uses knowledge the synthetic file does not contain, and the teachers' bytes are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsdistill import distributed
+from dsdistill.data.real import RealData
+from dsdistill.errors import ConfigError
+from dsdistill.evaluators.report import EvalReport, RunResult
+from dsdistill.evaluators.softlabel_train import OnlineSource, ReplaySource, train_student
+from dsdistill.models import build_model
+from dsdistill.perf import prepare_model
+from dsdistill.registry import EVALUATORS
+from dsdistill.rng import derive_seed, make_generator
+from dsdistill.softlabels import ReplayLabels, relabel_like
+from dsdistill.synthetic import SyntheticSet
+from dsdistill.train import accuracy
+
+ONLINE_NOTE = ("ONLINE TEACHER: soft labels were computed by the teachers during training; this uses "
+               "knowledge the synthetic file does not contain (teacher bytes counted in storage)")
+
+
+@dataclass(frozen=True)
+class SoftLabelProtocol:
+    """The ``softlabel`` recipe (module docstring); overridable per evaluation."""
+
+    name: str = "softlabel"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    smoothing: float = 1.0
+    description: str = ("AdamW 1e-3 wd 0.01, cosine (smoothing factor), RRC + flip + CutMix replayed from the "
+                        "file, KL at the stored temperature (no T^2), final-epoch accuracy")
+
+
+SOFTLABEL = EVALUATORS.register("softlabel")(SoftLabelProtocol())
+
+
+@dataclass
+class SoftLabelReport(EvalReport):
+    """An :class:`EvalReport` with DD-Ranking's scores and the online-teacher flag."""
+
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        s = self.summary()
+        st = self.storage.get("synthetic", {})
+        lines = [f"{self.method} on {self.dataset}, IPC {self.ipc}, protocol softlabel ({self.protocol.get('epochs')} "
+                 f"epochs, batch {self.protocol.get('batch_size')}, T {self.protocol.get('temperature'):g}), "
+                 "final-epoch test accuracy (%), mean ± std over runs"]
+        if self.protocol.get("online_teacher"):
+            lines.append(ONLINE_NOTE)
+        lines += ["", "| model | soft labels | hard labels | random + same soft labels | full (hard) | IOR | HLR |",
+                  "|---|---|---|---|---|---|---|"]
+        fmt = (lambda k: f"{k['mean']:.2f} ± {k['std']:.2f} (n={k['n']})" if k else "–")  # noqa: E731
+        num = (lambda v: "–" if v is None else f"{v:+.4f}")  # noqa: E731
+        for model, kinds in s.items():
+            sc = self.scores.get(model, {})
+            lines.append(f"| {model} | {fmt(kinds.get('synthetic'))} | {fmt(kinds.get('synthetic_hard'))} | "
+                         f"{fmt(kinds.get('random'))} | {fmt(kinds.get('full'))} | {num(sc.get('ior'))} | "
+                         f"{num(sc.get('hlr'))} |")
+        lines += ["", f"storage: images {st.get('images', 0):,} B, soft labels {st.get('replay_labels', 0):,} B, "
+                      f"replay parameters {st.get('replay_params', 0):,} B, total {st.get('total', 0):,} B"
+                  + (f"; teachers {self.storage.get('teacher_bytes', 0):,} B needed at training time"
+                     if self.protocol.get("online_teacher") else ""),
+                  "IOR = Acc(syn, soft) - Acc(random, soft); HLR = Acc(full, hard) - Acc(syn, hard); "
+                  "accuracy fractions (DD-Ranking)"]
+        notes = sorted({n for sc in self.scores.values() for n in sc.get("notes", [])})
+        return "\n".join(lines + notes)
+
+
+def teachers_dir(syn: SyntheticSet, teachers: str | Path | None) -> Path | None:
+    """``teachers``, else a directory recorded in the set (replay settings or provenance)."""
+    if teachers:
+        return Path(teachers)
+    places = [syn.replay.settings if syn.replay is not None else {}, syn.provenance,
+              syn.provenance.get("config") if isinstance(syn.provenance.get("config"), dict) else {}]
+    for place in places:
+        for key in ("teachers_dir", "teacher_dir", "teachers"):
+            value = place.get(key)
+            if isinstance(value, str) and value and Path(value).is_dir():
+                return Path(value)
+    return None
+
+
+def load_teachers(syn: SyntheticSet, real: RealData, teachers: str | Path | None, device: str, why: str):
+    """The committee the set was labelled with (names and weights from its replay settings)."""
+    directory = teachers_dir(syn, teachers)
+    if directory is None:
+        raise ConfigError(f"the softlabel protocol needs the teachers for {why}, and the file records no existing "
+                          "teachers directory; pass --teachers DIR (or --no-baseline to skip the random subset)")
+    try:
+        from dsdistill.teachers import load_committee
+    except ImportError:  # pragma: no cover - the teachers package ships with dsdistill
+        raise ConfigError("dsdistill.teachers is not available; cannot load teachers") from None
+    names = list(syn.replay.settings.get("teachers") or []) if syn.replay is not None else []
+    committee = load_committee(directory, names or None, device=device, real=real)
+    recorded = {t.get("name"): t.get("sha256") for t in syn.provenance.get("teachers", [])
+                if isinstance(t, dict) and t.get("sha256")} if isinstance(syn.provenance.get("teachers"), list) else {}
+    for t in committee:
+        if recorded.get(t.name) and t.meta.get("sha256") and recorded[t.name] != t.meta["sha256"]:
+            raise ConfigError(f"teacher '{t.name}' in {directory} is not the one the set was labelled with "
+                              f"(sha256 {t.meta['sha256'][:12]} vs {recorded[t.name][:12]}); pass the original teachers")
+    weights = syn.replay.settings.get("weights") if syn.replay is not None else None
+    if weights is not None and len(weights) != len(committee):
+        raise ConfigError(f"the file's labels were made by {len(weights)} teachers but {directory} gives "
+                          f"{len(committee)}; pass the teachers directory the set was labelled with")
+    return committee, directory, torch.as_tensor(weights if weights is not None else [1.0] * len(committee),
+                                                 dtype=torch.float64)
+
+
+def _scores(s: dict, full_acc: float | None) -> dict[str, Any]:
+    from dsdistill.compare import _fraction
+
+    mean = lambda kind: None if kind not in s else s[kind]["mean"] / 100  # noqa: E731
+    syn, hard, rnd = mean("synthetic"), mean("synthetic_hard"), mean("random")
+    full = mean("full") if "full" in s else (None if full_acc is None else _fraction(full_acc, "full-data accuracy"))
+    out: dict[str, Any] = {"ior": None if syn is None or rnd is None else syn - rnd,
+                           "hlr": None if full is None or hard is None else full - hard, "full_acc": full, "notes": []}
+    if out["ior"] is None:
+        out["notes"].append("IOR needs the random-subset runs (teachers required)")
+    if out["hlr"] is None:
+        out["notes"].append("HLR needs the full-data hard-label accuracy: pass full_acc (--full-acc) or full_epochs")
+    return out
+
+
+def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",), runs: int = 3,
+                       epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                       smoothing: float | None = None, temperature: float | None = None, seed: int = 0,
+                       device: str = "cpu", baseline: bool = True, hard: bool = True, teachers: str | Path | None = None,
+                       online_teacher: bool = False, full_acc: float | None = None, full_epochs: int = 0,
+                       progress: bool = True, file: str = "") -> SoftLabelReport:
+    """Evaluate ``syn`` under the ``softlabel`` protocol (module docstring); returns the report.
+
+    Raises:
+        ConfigError: No replay labels (and not online), more epochs than stored, teachers needed
+            but not found, or the set does not match ``real``.
+    """
+    from tqdm.auto import tqdm
+
+    from dsdistill.evaluators.standard import check_compatible
+
+    check_compatible(syn, real)
+    rp: ReplayLabels | None = syn.replay
+    if runs < 1:
+        raise ConfigError(f"--runs must be at least 1, got {runs}")
+    if rp is None and not online_teacher:
+        raise ConfigError("the set stores no replay soft labels; the softlabel protocol needs them "
+                          "(or --online-teacher with --teachers DIR)")
+    epochs = epochs or (rp.epochs if rp is not None else None)
+    if epochs is None:
+        raise ConfigError("--online-teacher on a set without stored labels needs --epochs")
+    if rp is not None and not online_teacher and epochs > rp.epochs:
+        raise ConfigError(f"the file stores soft labels for {rp.epochs} epochs but {epochs} were asked for; "
+                          f"use --epochs <= {rp.epochs} (labels are not cycled) or --online-teacher")
+    p = SOFTLABEL
+    lr, batch_size, smoothing = lr or p.lr, batch_size or p.batch_size, smoothing or p.smoothing
+    temp = temperature or (rp.temperature if rp is not None else 20.0)
+    committee, tdir, weights = (None, None, None)
+    if online_teacher or baseline:
+        committee, tdir, weights = load_teachers(syn, real, teachers, device,
+                                                 "--online-teacher" if online_teacher else "the random-subset baseline")
+    settings = dict(rp.settings) if rp is not None else {}
+    shape_hw = tuple(syn.images.shape[2:])
+
+    def online(weights_: torch.Tensor) -> OnlineSource:
+        return OnlineSource([t.model for t in committee], weights_ / weights_.sum(), settings.get("average", "logits"),
+                            temp, rp.size if rp is not None else shape_hw, shape_hw,
+                            tuple(settings.get("scale", (0.08, 1.0))), tuple(settings.get("ratio", (3 / 4, 4 / 3))),
+                            bool(settings.get("flip", True)), settings.get("mix", "cutmix"),
+                            rp is not None and rp.micro_batch > 0)
+
+    kinds = ["synthetic"] + (["synthetic_hard"] if hard else []) + (["random"] if baseline else [])
+    kinds += ["full"] if full_epochs > 0 else []
+    all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
+    jobs = distributed.shard(all_jobs)
+    bar = tqdm(total=sum(full_epochs if k == "full" else epochs for _, _, k in jobs), desc="evaluate", unit="ep",
+               disable=not progress or not distributed.is_main() or None)
+    local, random_labels = [], {}
+    for model_name, run, kind in jobs:
+        started = time.time()
+        gen = make_generator(seed, "softlabel", kind, model_name, run)
+        images, labels, source, n_ep = syn.images, syn.labels, None, epochs
+        if kind == "random":
+            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+            images, labels = real.train_images[idx], real.train_labels[idx]
+            if not online_teacher:  # one relabelled subset per run, shared by the student models
+                if run not in random_labels:
+                    random_labels[run] = relabel_like(images.to(device), [t.model for t in committee], rp,
+                                                      epochs=epochs, generator=make_generator(seed, "random-relabel", run))
+                source = ReplaySource(random_labels[run], temperature)
+        elif kind == "full":
+            images, labels, n_ep = real.train_images, real.train_labels, full_epochs
+            source = OnlineSource([], torch.ones(1), "logits", temp, rp.size if rp else shape_hw, shape_hw,
+                                  tuple(settings.get("scale", (0.08, 1.0))), tuple(settings.get("ratio", (3 / 4, 4 / 3))),
+                                  bool(settings.get("flip", True)), settings.get("mix", "cutmix"))
+        elif not online_teacher:
+            source = ReplaySource(rp, temperature)
+        if source is None:
+            source = online(weights)
+        model = prepare_model(build_model(model_name, real.num_classes, real.image_shape,
+                                          seed=derive_seed(seed, "student", model_name, run)), device)
+        train_student(model, images.to(device), labels, source, epochs=n_ep, batch_size=batch_size, lr=lr,
+                      weight_decay=p.weight_decay, smoothing=smoothing, hard=kind in ("synthetic_hard", "full"),
+                      generator=gen, progress=lambda _: bar.update(1))
+        test = accuracy(model, real.test_images.to(device), real.test_labels)
+        val = accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels) else float("nan")
+        local.append(RunResult(model_name, kind, run, test, val, round(time.time() - started, 2)))
+        bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
+    bar.close()
+    order = {job: i for i, job in enumerate(all_jobs)}
+    report = SoftLabelReport(
+        file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
+        protocol={"name": p.name, "description": p.description, "epochs": epochs, "stored_epochs": rp.epochs if rp else 0,
+                  "lr": lr, "weight_decay": p.weight_decay, "optimizer": "adamw", "batch_size": batch_size,
+                  "schedule": f"cosine per epoch, smoothing {smoothing:g}", "smoothing": smoothing,
+                  "temperature": temp, "loss": "KL(batchmean), no T^2", "augment": "rrc+flip+cutmix",
+                  "soft_labels": True, "labels": "online teacher" if online_teacher else "replayed from file",
+                  "online_teacher": bool(online_teacher), "label_settings": settings,
+                  "random_baseline": "random real subset relabelled with the same teachers the same way",
+                  "full_epochs": full_epochs},
+        settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
+                  "processes": distributed.world_size(), "teachers_dir": str(tdir) if tdir else None,
+                  "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
+    report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
+    report.scores = {model: _scores(kinds_, full_acc) for model, kinds_ in report.summary().items()}
+    full_bytes = real.train_images.shape[0] * real.train_images[0].numel()
+    storage = syn.storage_bytes()
+    report.storage = {"synthetic": storage, "full_train_uint8_bytes": full_bytes,
+                      "ratio_to_full": storage["total"] / full_bytes, "training_instances": syn.num_images,
+                      "label_bytes": storage["replay_labels"] + storage["replay_params"] + storage["soft_labels"]}
+    if online_teacher:
+        report.storage["teacher_bytes"] = sum(p_.numel() * p_.element_size() for t in committee
+                                              for p_ in t.model.state_dict().values())
+        report.settings["online_teacher_note"] = ONLINE_NOTE
+    return report
