@@ -102,7 +102,9 @@ def main() -> None:
               "speedup_vs_reference_style": round(ref / dm, 3)}
     print(json.dumps(result, indent=2))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
+    from dsdistill.io import atomic_write_json  # a benchmark result file is replaced whole (bench re-runs)
+
+    atomic_write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ any ImageFolder tree (``train/<class>/*``, ``test/<class>/*`` or ``val/<class>/*
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,12 @@ def load_idx(name: str, root: Path, download: bool) -> RawSplits:
             for f in MNIST_FILES:
                 if not (target / f).exists():
                     src = raw / f if (raw / f).exists() else raw / f"{f}.gz"
-                    decompress_to(src, target / f) if src.suffix == ".gz" else target.joinpath(f).write_bytes(
-                        src.read_bytes())
+                    if src.suffix == ".gz":
+                        decompress_to(src, target / f)
+                    else:  # copy under a temporary name: a killed copy must not pass for the file
+                        tmp = target / f".{f}.tmp-{os.getpid()}"
+                        tmp.write_bytes(src.read_bytes())
+                        os.replace(tmp, target / f)
             source = str(raw)
             break
     else:

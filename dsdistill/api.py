@@ -90,7 +90,9 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
     if output is not None and hasattr(condenser.config, "iterations"):
         checkpoint = Checkpointer(f"{output}.ckpt", every=checkpoint_every, resume=resume)
     syn = condenser.condense(real, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
-    if output is not None:
+    from dsdistill import distributed
+
+    if output is not None and distributed.is_main():  # under torchrun (sre2l, cvdd) only rank 0 writes
         save_synthetic(syn, output, overwrite=True)
         if checkpoint is not None:
             checkpoint.remove()
@@ -102,15 +104,26 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
                   batch_size: int | None = None, seed: int = 0, baseline: bool = True,
                   dataset: str | None = None, json_path: str | None = None, data_root: str | None = None,
                   download: bool = False, device: str = "cpu", threads: int | None = None,
-                  progress: bool = True, deterministic: bool = False, robustness: bool = False):
+                  progress: bool = True, deterministic: bool = False, robustness: bool = False,
+                  overwrite: bool = True, resume: bool = False, checkpoint_every: int = 0,
+                  teachers: str | None = None, online_teacher: bool = False, full_acc: float | None = None,
+                  full_epochs: int = 0):
     """Load a synthetic set file, evaluate it (see :func:`dsdistill.evaluators.evaluate`), optionally
     write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`.
+
+    With ``checkpoint_every > 0`` (epochs) finished students and the student in progress are saved
+    to ``json_path + ".ckpt"`` (or ``file + ".eval.ckpt"``; ``.rankN`` appended per torchrun
+    process) and ``resume=True`` continues from there with bitwise the same numbers; the checkpoint
+    is removed once the report is written. ``overwrite=False`` refuses an existing ``json_path``
+    before any work (the CLI's default).
 
     Under ``torchrun`` the (model, run) students are split across processes and gathered; only rank
     0 writes the report. Results equal a single-process run with the same seed."""
     _registries()
     from dsdistill.graph_api import evaluate_graph_file, is_graph_file
 
+    if json_path:
+        _check_output(json_path, overwrite)
     if is_graph_file(file):  # graph sets: the graph protocol (dsdistill.graph_api)
         return evaluate_graph_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
                                    batch_size=batch_size, seed=seed, baseline=baseline, dataset=dataset,
@@ -133,12 +146,31 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
     set_deterministic(deterministic)
     tune_allocator()
     distributed.init(device)
+    checkpoint = None
+    if checkpoint_every > 0 or resume:
+        from dsdistill.condenser import Checkpointer
+
+        path = f"{json_path}.ckpt" if json_path else f"{file}.eval.ckpt"
+        path += f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
+        checkpoint = Checkpointer(path, every=checkpoint_every, resume=resume)
     zca_eps = float(syn.zca["eps"]) if syn.zca else 0.1
     real = load_real(dataset or syn.dataset, data_root, download=download, zca=syn.space == "zca", zca_eps=zca_eps)
-    report = evaluate(syn, real, models=models, runs=runs, protocol=protocol, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, device=device, baseline=baseline, robustness=robustness,
-                      progress=progress,
-                      file=str(file))
+    from dsdistill.evaluators import evaluate_softlabel, protocol_for
+
+    if protocol_for(syn, protocol).name == "softlabel" or teachers or online_teacher:  # evaluators/softlabel.py
+        if protocol_for(syn, protocol).name != "softlabel":
+            raise ConfigError("--teachers and --online-teacher belong to --protocol softlabel")
+        report = evaluate_softlabel(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,
+                                    seed=seed, device=device, baseline=baseline, teachers=teachers,
+                                    online_teacher=online_teacher, full_acc=full_acc, full_epochs=full_epochs,
+                                    progress=progress, file=str(file))
+    else:
+        report = evaluate(syn, real, models=models, runs=runs, protocol=protocol, epochs=epochs, lr=lr,
+                          batch_size=batch_size, seed=seed, device=device, baseline=baseline, robustness=robustness,
+                          progress=progress,
+                          file=str(file), checkpoint=checkpoint)
     if json_path and distributed.is_main():
         atomic_write_json(json_path, report.to_dict(), overwrite=True)
+    if checkpoint is not None:
+        checkpoint.remove()
     return report

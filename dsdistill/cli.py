@@ -150,7 +150,7 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
               help="Student model(s), comma-separated [default: convnet; gin,gcn for graph sets].")
 @click.option("--runs", type=click.IntRange(min=1), default=3, help="Students per model (seeds).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's epochs.")
-@click.option("--protocol", default=None, help="dc | tm | graph (default: what the file asks for).")
+@click.option("--protocol", default=None, help="dc | tm | softlabel | graph (default: what the file asks for).")
 @click.option("--lr", type=float, default=None, help="Override the student learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0)
@@ -159,10 +159,24 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
               help="Also train without augmentation and on hard labels (inputs of `compare`'s LRS/ARS).")
 @click.option("--dataset", default=None, help="Dataset to test on (default: the file's).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report here.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json report.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint (JSON.ckpt, else FILE.eval.ckpt).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=50,
+              help="Epochs between checkpoints of the student in training, which also keep every finished "
+                   "student (0: no checkpoints).")
+@click.option("--teachers", type=click.Path(file_okay=False), default=None,
+              help="softlabel: teachers directory (relabels the random subset; default: the one the file records).")
+@click.option("--online-teacher", is_flag=True,
+              help="softlabel: teachers label every batch during training (uses knowledge not in the file).")
+@click.option("--full-acc", type=click.FloatRange(0, 1), default=None,
+              help="softlabel: full-data hard-label accuracy (fraction) for HLR.")
+@click.option("--full-epochs", type=click.IntRange(min=0), default=0,
+              help="softlabel: also train on the full real training split for this many epochs (for HLR).")
 @common_data_options
 @user_errors
 def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, robustness, dataset, json_path,
-             data_root, download, device, threads, quiet, deterministic):
+             overwrite, resume, checkpoint_every, teachers, online_teacher, full_acc, full_epochs, data_root,
+             download, device, threads, quiet, deterministic):
     """Train fresh students on FILE and report test accuracy next to the random baseline."""
     from dsdistill.api import evaluate_file
 
@@ -170,7 +184,10 @@ def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_basel
     report = evaluate_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
                            batch_size=batch_size, seed=seed, baseline=not no_baseline, dataset=dataset,
                            json_path=json_path, data_root=data_root, download=download, device=_device(device),
-                           threads=threads, progress=not quiet, deterministic=deterministic, robustness=robustness)
+                           threads=threads, progress=not quiet, deterministic=deterministic, robustness=robustness,
+                           overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                           teachers=teachers, online_teacher=online_teacher, full_acc=full_acc,
+                           full_epochs=full_epochs)
     from dsdistill import distributed
 
     if distributed.is_main():
@@ -201,6 +218,10 @@ def list_() -> None:
 from dsdistill.cli_tools import register as _register_tools  # noqa: E402
 
 _register_tools(main)  # visualize, export, import, compare
+from dsdistill.cli_teachers import register as _register_teachers  # noqa: E402
+_register_teachers(main)  # teachers
+from dsdistill.cli_prep import register as _register_prep  # noqa: E402
+_register_prep(main)  # experts
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -85,7 +85,7 @@ def register(main: click.Group) -> None:
                   help="Markdown table to write; the CSV goes beside it.")
     @click.option("--full-acc", multiple=True, help="Full-data accuracy DATASET[:MODEL]=FRACTION for LRS "
                   "(repeatable).")
-    @click.option("--overwrite/--no-overwrite", default=True, help="Replace existing tables.")
+    @click.option("--overwrite", is_flag=True, help="Replace existing tables.")
     @user_errors
     def compare(reports, output, full_acc, overwrite):
         """Leaderboard of evaluation REPORTS (JSON): accuracy, random baseline, storage, LRS/ARS."""

@@ -6,6 +6,7 @@ paper's recipe; ``recipe(dataset, ipc)`` may adjust them per dataset/IPC, user o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -111,9 +112,10 @@ class Checkpointer:
         return None
 
     def save(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        from dsdistill.io.atomic import atomic_path  # temp file, fsync, rename: a kill never leaves half a file
+
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
 
     def due(self, iteration: int) -> bool:
         return self.stop_requested or (self.every > 0 and iteration % self.every == 0)
@@ -146,12 +148,27 @@ class _SignalGuard:
             signal.signal(sig, old)
 
 
+def signal_guard(checkpoint: "Checkpointer | None"):
+    """Context in which SIGINT/SIGTERM request a final checkpoint (a no-op without a checkpointer)."""
+    return checkpoint.guard() if checkpoint is not None else contextlib.nullcontext()
+
+
+def checkpoint_boundary(checkpoint: "Checkpointer | None", iteration: int, save: Callable[[int], None]) -> None:
+    """At an iteration boundary: ``save(iteration)`` when due, then stop with :class:`Interrupted`
+    if a signal asked for it."""
+    if checkpoint is not None and checkpoint.due(iteration):
+        save(iteration)
+        if checkpoint.stop_requested:
+            raise Interrupted(str(checkpoint.path))
+
+
 class Interrupted(Exception):
     """Raised after a final checkpoint when SIGINT/SIGTERM asked the run to stop."""
 
 
 def guarded_step(step: Callable[[], torch.Tensor], tensors: list[torch.Tensor], iteration: int,
-                 failures: list[int], max_failures: int = 5) -> float | None:
+                 failures: list[int], max_failures: int = 5,
+                 hint: str = "lower the image learning rate (lr_img) and retry") -> float | None:
     """Run one optimisation step; if the loss or the tensors become non-finite, roll them back.
 
     Args:
@@ -160,6 +177,7 @@ def guarded_step(step: Callable[[], torch.Tensor], tensors: list[torch.Tensor], 
         iteration: For the log message.
         failures: Mutable list of iterations that failed (appended to).
         max_failures: Consecutive failures after which NumericalError is raised.
+        hint: The advice ending the NumericalError message.
 
     Returns:
         The loss as a float, or None when the step was rolled back.
@@ -177,7 +195,7 @@ def guarded_step(step: Callable[[], torch.Tensor], tensors: list[torch.Tensor], 
     log.warning("non-finite loss or images at iteration %d; step rolled back", iteration)
     if len(failures) >= max_failures:
         raise NumericalError(f"{max_failures} consecutive non-finite steps (iterations {failures}); "
-                             f"lower the image learning rate (lr_img) and retry")
+                             f"{hint}")
     return None
 
 

@@ -8,10 +8,13 @@ class 1, and so on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from dsdistill.softlabels.replay import ReplayLabels
 
 Space = Literal["pixel", "normalized", "zca"]
 SPACES = ("pixel", "normalized", "zca")
@@ -62,6 +65,8 @@ class SyntheticSet:
         class_names: Human-readable class names (length K).
         provenance: Resolved config, seeds, dataset fingerprint, library versions, timings.
         protocol: Evaluation protocol the set was made for (``"dc"``, ``"tm"``, ...), or None.
+        replay: Optional FKD-style per-epoch replay labels (augmentation parameters and the
+            teacher's labels of each augmented sample), see :mod:`dsdistill.softlabels`.
     """
 
     images: Tensor
@@ -79,6 +84,7 @@ class SyntheticSet:
     class_names: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     protocol: str | None = None
+    replay: "ReplayLabels | None" = None
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -87,6 +93,9 @@ class SyntheticSet:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must have one entry per image")
+        if self.replay is not None and self.replay.num_samples != self.images.shape[0]:
+            raise ValueError(f"replay labels cover {self.replay.num_samples} samples, the set has "
+                             f"{self.images.shape[0]} images")
 
     @property
     def num_images(self) -> int:
@@ -113,9 +122,10 @@ class SyntheticSet:
         """Bytes needed to train on this set, by part (as stored: float32 images, int64 labels).
 
         Returns:
-            ``{"images", "labels", "soft_labels", "lr", "total"}``. Preprocessing (ZCA matrices,
-            normalisation stats) is a property of the dataset, reported separately by
-            :func:`dsdistill.io.hdf5.describe`.
+            ``{"images", "labels", "soft_labels", "lr", "replay_labels", "replay_params", "total"}``
+            (replay: the per-epoch soft labels, and their crop/flip/mix parameters).
+            Preprocessing (ZCA matrices, normalisation stats) is a property of the dataset,
+            reported separately by :func:`dsdistill.io.hdf5.describe`.
         """
         parts = {
             "images": self.images.numel() * 4,
@@ -123,6 +133,8 @@ class SyntheticSet:
             "soft_labels": 0 if self.soft_labels is None else
             self.soft_labels.values.numel() * self.soft_labels.values.element_size(),
             "lr": 0 if self.lr is None else 4,
+            "replay_labels": 0 if self.replay is None else self.replay.storage_bytes()["labels"],
+            "replay_params": 0 if self.replay is None else self.replay.storage_bytes()["params"],
         }
         parts["total"] = sum(parts.values())
         return parts

@@ -32,6 +32,8 @@ class TrainSettings:
         decay_factor: Step-decay factor.
         optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
         temperature: Softmax temperature for soft targets.
+        schedule: ``"step"`` (``decay_at``/``decay_factor``) or ``"cosine"`` (per-epoch cosine
+            annealing from ``lr`` to 0 over ``epochs``, no warmup; ``decay_at`` is then ignored).
     """
 
     epochs: int = 1000
@@ -43,6 +45,7 @@ class TrainSettings:
     decay_factor: float = 0.1
     optimizer: str = "sgd"
     temperature: float = 1.0
+    schedule: str = "step"
 
 
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -72,6 +75,8 @@ def train_classifier(
     soft_targets: Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
+    resume: dict | None = None,
+    checkpoint: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``(N, C, H, W)`` images and return it.
 
@@ -84,14 +89,32 @@ def train_classifier(
         soft_targets: ``(N, K)`` probabilities; if given the loss is soft cross-entropy.
         generator: CPU generator for shuffling and augmentation.
         progress: Called with the epoch index after each epoch.
+        resume: A state from ``checkpoint``'s ``state()`` (model, optimiser, scheduler and generator
+            states and the number of finished epochs): training continues after those epochs and
+            ends bitwise where an uninterrupted run ends (on CPU).
+        checkpoint: Called as ``checkpoint(epochs_done, state)`` after every epoch; ``state()``
+            builds the resumable state (only call it when saving).
     """
     optimizer = make_optimizer(model.parameters(), settings)
-    milestones = sorted({max(1, int(round(settings.epochs * f))) for f in settings.decay_at})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=settings.decay_factor)
+    if settings.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs))
+    elif settings.schedule == "step":
+        milestones = sorted({max(1, int(round(settings.epochs * f))) for f in settings.decay_at})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=settings.decay_factor)
+    else:
+        raise ValueError(f"unknown schedule {settings.schedule!r}; choose step or cosine")
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if generator is not None:
+            generator.set_state(resume["generator"])
+        first_epoch = int(resume["epoch"])
     model.train()
     n = images.shape[0]
     cl = channels_last(images)
-    for epoch in range(settings.epochs):
+    for epoch in range(first_epoch, settings.epochs):
         order = torch.randperm(n, generator=generator).to(images.device)
         for start in range(0, n, settings.batch_size):
             idx = order[start: start + settings.batch_size]
@@ -111,7 +134,23 @@ def train_classifier(
         scheduler.step()
         if progress is not None:
             progress(epoch)
+        if checkpoint is not None:
+            checkpoint(epoch + 1, lambda: training_state(model, optimizer, scheduler, generator, epoch + 1))
     return model
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator | None,
+                   epoch: int) -> dict:
+    """CPU copies of everything :func:`train_classifier` needs to resume after ``epoch`` epochs."""
+    cpu = lambda sd: {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for k, v in sd.items()}  # noqa: E731
+    opt = optimizer.state_dict()
+    opt = {"state": {k: cpu(v) for k, v in opt["state"].items()}, "param_groups": opt["param_groups"]}
+    # only plain values (weights_only-loadable); e.g. MultiStepLR's milestone Counter comes from the constructor
+    sched = {k: v for k, v in scheduler.state_dict().items()
+             if v is None or isinstance(v, (bool, int, float, str)) or (
+                 isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))}
+    return {"model": cpu(model.state_dict()), "optimizer": opt, "scheduler": sched,
+            "generator": None if generator is None else generator.get_state(), "epoch": epoch}
 
 
 @torch.no_grad()

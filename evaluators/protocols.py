@@ -67,4 +67,6 @@ def protocol_for(syn: SyntheticSet, name: str | None = None) -> Protocol:
         return EVALUATORS.get(name)
     if syn.protocol and syn.protocol in EVALUATORS:
         return EVALUATORS.get(syn.protocol)
+    if syn.replay is not None and "softlabel" in EVALUATORS:  # stored replay labels
+        return EVALUATORS.get("softlabel")
     return TM if (syn.lr is not None or syn.soft_labels is not None) else DC

@@ -8,6 +8,7 @@ is the final epoch's; validation accuracy is recorded next to it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -18,6 +19,8 @@ from dsdistill import distributed
 from dsdistill.augment import DSA, strategy_for
 from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
+from dsdistill.condenser import Checkpointer
+from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
 from dsdistill.evaluators.protocols import Protocol, protocol_for
 from dsdistill.evaluators.report import EvalReport, RunResult
 from dsdistill.models import build_model
@@ -41,14 +44,17 @@ def check_compatible(syn: SyntheticSet, real: RealData) -> None:
 def train_and_test(images: torch.Tensor, labels: torch.Tensor, real: RealData, model_name: str,
                    protocol: Protocol, *, soft: torch.Tensor | None, lr_set: SyntheticSet | None,
                    model_seed: int, generator: torch.Generator, device: str,
-                   progress: Callable[[int], None] | None = None) -> tuple[float, float]:
-    """Train one student under ``protocol``; return final (test accuracy, validation accuracy)."""
+                   progress: Callable[[int], None] | None = None, resume: dict | None = None,
+                   checkpoint: Callable | None = None) -> tuple[float, float]:
+    """Train one student under ``protocol``; return final (test accuracy, validation accuracy).
+
+    ``resume``/``checkpoint`` are passed to :func:`~dsdistill.train.train_classifier`."""
     model = prepare_model(build_model(model_name, real.num_classes, real.image_shape, seed=model_seed), device)
     dsa = DSA(strategy_for(real.name)) if protocol.augment == "dsa" else None
     settings = protocol.settings_for(lr_set)
     train_classifier(model, images.to(device), labels.to(device), settings, augment=dsa,
                      soft_targets=None if soft is None else soft.to(device), generator=generator,
-                     progress=progress)
+                     progress=progress, resume=resume, checkpoint=checkpoint)
     test = accuracy(model, real.test_images.to(device), real.test_labels)
     val = accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels) else float("nan")
     return test, val
@@ -70,6 +76,7 @@ def evaluate(
     robustness: bool = False,
     progress: bool = True,
     file: str = "",
+    checkpoint: Checkpointer | None = None,
 ) -> EvalReport:
     """Evaluate ``syn`` under a protocol; see the module docstring.
 
@@ -88,10 +95,18 @@ def evaluate(
             label- and augmentation-robust scores of ``dsdistill compare``.
         progress: Show a progress bar.
         file: Path shown in the report.
+        checkpoint: Save finished students and the one in progress there every ``checkpoint.every``
+            epochs and resume from it (see :mod:`dsdistill.evaluators.checkpoint`); SIGINT/SIGTERM
+            save and raise :class:`~dsdistill.condenser.Interrupted`.
     """
     from tqdm.auto import tqdm
 
     check_compatible(syn, real)
+    if protocol_for(syn, protocol).name == "softlabel":  # replayed soft labels: evaluators/softlabel.py
+        from dsdistill.evaluators.softlabel import evaluate_softlabel
+
+        return evaluate_softlabel(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,
+                                  seed=seed, device=device, baseline=baseline, progress=progress, file=file)
     if runs < 1:
         raise ConfigError(f"--runs must be at least 1, got {runs}")
     proto = protocol_for(syn, protocol).with_overrides(epochs=epochs, lr=lr, batch_size=batch_size)
@@ -113,22 +128,13 @@ def evaluate(
                   "processes": distributed.world_size(),
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"},
     )
+    state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
+        syn, real, jobs, seed, {**report.protocol, **report.settings}))
     local = []
-    for model_name, run, kind in jobs:  # every job is seeded by (seed, kind, model, run) alone
-        started = time.time()
-        gen = make_generator(seed, "eval", kind, model_name, run)
-        if kind.startswith("synthetic"):
-            images, labels, lr_set = syn.images, syn.labels, syn
-            soft_t = None if kind == "synthetic_hard" else soft
-        else:
-            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-            images, labels, lr_set, soft_t = real.train_images[idx], real.train_labels[idx], None, None
-        run_proto = dataclasses.replace(proto, augment="none") if kind.endswith("_noaug") else proto
-        test, val = train_and_test(images, labels, real, model_name, run_proto, soft=soft_t, lr_set=lr_set,
-                                   model_seed=derive_seed(seed, "student", model_name, run),
-                                   generator=gen, device=device, progress=lambda _: bar.update(1))
-        local.append(RunResult(model_name, kind, run, test, val, round(time.time() - started, 2)))
-        bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
+    # One signal guard for the whole loop: a SIGINT/SIGTERM between two students is honoured at the
+    # next epoch boundary instead of hitting the default handler.
+    with state.guard() if state is not None else contextlib.nullcontext():
+        _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device)
     bar.close()
     order = {job: i for i, job in enumerate(all_jobs)}
     report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
@@ -138,3 +144,32 @@ def evaluate(
                       "ratio_to_full": storage["total"] / full_bytes,
                       "training_instances": syn.num_images}
     return report
+
+def _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device) -> None:
+    """Train every (model, run, kind) student of this rank, appending RunResults to ``local``."""
+    for model_name, run, kind in jobs:  # every job is seeded by (seed, kind, model, run) alone
+        job = (model_name, run, kind)
+        if state is not None and job in state.done:
+            local.append(state.done[job])
+            bar.update(proto.settings.epochs)
+            continue
+        resume, before = state.resume_state(job) if state is not None else (None, 0.0)
+        bar.update(0 if resume is None else int(resume["epoch"]))
+        started = time.time()
+        gen = make_generator(seed, "eval", kind, model_name, run)
+        if kind.startswith("synthetic"):
+            images, labels, lr_set = syn.images, syn.labels, syn
+            soft_t = None if kind == "synthetic_hard" else soft
+        else:
+            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+            images, labels, lr_set, soft_t = real.train_images[idx], real.train_labels[idx], None, None
+        run_proto = dataclasses.replace(proto, augment="none") if kind.endswith("_noaug") else proto
+        hook = None if state is None else state.epoch_hook(job, proto.settings.epochs, started, before)
+        test, val = train_and_test(images, labels, real, model_name, run_proto, soft=soft_t, lr_set=lr_set,
+                                   model_seed=derive_seed(seed, "student", model_name, run),
+                                   generator=gen, device=device, progress=lambda _: bar.update(1),
+                                   resume=resume, checkpoint=hook)
+        local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
+        if state is not None:
+            state.finish(job, local[-1])
+        bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})

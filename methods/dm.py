@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dsdistill.augment import DSA, strategy_for
-from dsdistill.condenser import Checkpointer, Condenser, Interrupted, check_ipc, guarded_step, package
+from dsdistill.condenser import (Checkpointer, Condenser, check_ipc, checkpoint_boundary, guarded_step, package,
+                                 signal_guard)
 from dsdistill.data.real import RealData
 from dsdistill.models import build_model
 from dsdistill.perf import chunked, default_chunk, prepare_model, to_channels_last
@@ -99,18 +100,16 @@ class DM(Condenser):
             for g, s in zip((g_init, g_net, g_real, g_aug), state["generators"]):
                 g.set_state(s)
             start, losses = int(state["iteration"]), list(state["losses"])
+            failures[:] = state.get("failures", [])
 
         def save(iteration: int) -> None:
             checkpoint.save({"images": images.detach().cpu(), "optimizer": optimizer.state_dict(),
                              "generators": [g.get_state() for g in (g_init, g_net, g_real, g_aug)],
-                             "iteration": iteration, "losses": losses})
+                             "iteration": iteration, "losses": losses, "failures": list(failures)})
 
         bar = tqdm(range(start, cfg.iterations), desc="dm", disable=not progress or None, initial=start,
                    total=cfg.iterations)
-        guard = checkpoint.guard() if checkpoint else None
-        if guard:
-            guard.__enter__()
-        try:
+        with signal_guard(checkpoint):
             for it in bar:
                 net = prepare_model(build_model(cfg.model, K, shape, seed=next_seed(g_net)), device)
                 for p in net.parameters():
@@ -138,13 +137,7 @@ class DM(Condenser):
                 if loss is not None:
                     losses.append(loss)
                     bar.set_postfix(loss=f"{loss:.3f}")
-                if checkpoint and checkpoint.due(it + 1):
-                    save(it + 1)
-                    if checkpoint.stop_requested:
-                        raise Interrupted(str(checkpoint.path))
-        finally:
-            if guard:
-                guard.__exit__(None, None, None)
+                checkpoint_boundary(checkpoint, it + 1, save)
         return package(self, real, images, ipc, seed=seed, device=device, started=started,
                        extra={"iterations_done": cfg.iterations, "final_loss": losses[-1] if losses else None,
                               "rolled_back_iterations": len(failures)})

@@ -5,16 +5,27 @@ Layout (``N`` images of ``C x H x W``, ``K`` classes, ``D = C*H*W``)::
     /                      attrs format="dsdistill", format_version=1,
                            encoding-type="dsdistill.synthetic_set", encoding-version="1.0.0",
                            modality="image", method, dataset, num_classes, ipc,
-                           created_by="dsdistill X.Y.Z", space, protocol ("" = none)
+                           created_by="dsdistill X.Y.Z", space, protocol ("" = none),
+                           content_sha256 (checksum of everything else, see dsdistill.io.checksum;
+                           verified on load, absent in files written before it existed)
     /images                float32 (N, C, H, W), class-major, chunks (ipc, C, H, W), gzip 4 + shuffle
     /labels                int64 (N,)
     /soft_labels/static    float16|float32 (N, K); attrs kind, temperature, source   [optional]
+    /soft_labels/replay    FKD-style per-epoch labels (dsdistill.softlabels.ReplayLabels) [optional];
+                           attrs kind, temperature, height, width (crop output), micro_batch
+                           (0 = eval-mode teachers); datasets crops int16|int32 (E, N, 4)
+                           (top, left, height, width), flips uint8 (E, N), partners int32 (E, N)
+                           and mix_boxes int16|int32 (E, N, 4) (y1, x1, y2, x2) [CutMix only],
+                           values float16|float32 (E, N, K) or top-k (E, N, k) with indices
+                           int16|int32 (E, N, k), order int32 (E, N) [batch-specific only],
+                           settings_json (scalar string: how the labels were made)
     /lr                    float32 scalar, learned student lr                          [optional]
     /preprocess            attrs space [, zca_eps]; datasets mean (C,), std (C,) float64 and
                            zca_mean (1, D), zca_matrix (D, D), zca_inverse (D, D) float32 [optional]
     /classes               fixed-length UTF-8 (K,)                                    [optional]
     /provenance/config_json  scalar fixed-length UTF-8 JSON of ``SyntheticSet.provenance``
-    /storage               int64 attrs images, labels, soft_labels, lr, preprocessing (bytes,
+    /storage               int64 attrs images, labels, soft_labels, lr, replay_labels,
+                           replay_params, preprocessing (bytes,
                            uncompressed) and total (= SyntheticSet.storage_bytes()["total"],
                            preprocessing excluded); string attr description
 
@@ -40,8 +51,10 @@ import torch
 import dsdistill
 from dsdistill.errors import SyntheticFileError
 from dsdistill.io.atomic import atomic_path, check_overwrite
+from dsdistill.io.checksum import DIGEST_ATTR, content_digest
+from dsdistill.io.checksum import verify as verify_checksum
 from dsdistill.io.validate import (ENCODING_TYPE, ENCODING_VERSION, FORMAT, FORMAT_VERSION,
-                                   check_header, check_savable, inspect_image, open_h5)
+                                   Checker, check_header, check_savable, inspect_image, open_h5)
 from dsdistill.synthetic import SoftLabels, SyntheticSet
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_synthetic", "load_synthetic", "read_header",
@@ -51,8 +64,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "save_synthetic", "load_synthetic", "read
 # write, ~300 MB/s read; real-pixel initialisations shrink ~5x. Level 9 gains <1% at 16x the time.
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_CAP = 64 << 20  # bytes per image chunk
-_STORAGE_NOTE = ("bytes per part as stored uncompressed; total = images + labels + soft_labels + lr "
-                 "(what training on the set needs); preprocessing belongs to the dataset")
+_STORAGE_NOTE = ("bytes per part as stored uncompressed; total = images + labels + soft_labels + lr + "
+                 "replay_labels + replay_params (what training on the set needs); preprocessing belongs "
+                 "to the dataset")
 
 
 def _text(value: str | list[str]) -> np.ndarray:
@@ -110,7 +124,8 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
     rows = syn.ipc if n == syn.ipc * k else 1
     rows = max(1, min(rows, _CHUNK_CAP // (c * h * w * 4)))
     config_json = json.dumps(syn.provenance, default=_json_default)
-    sizes = {"images": 0, "labels": 0, "soft_labels": 0, "lr": 0, "preprocessing": 0}
+    sizes = {"images": 0, "labels": 0, "soft_labels": 0, "lr": 0, "replay_labels": 0, "replay_params": 0,
+             "preprocessing": 0}
     with atomic_path(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             root = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -127,10 +142,13 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
             if syn.soft_labels is not None:
                 sl = syn.soft_labels
                 dt = torch.float16 if sl.values.dtype == torch.float16 else torch.float32
-                g = f.create_group("soft_labels")
+                g = f.require_group("soft_labels")
                 sizes["soft_labels"] = _put(g, "static", _np(sl.values, dt))
                 g["static"].attrs.update({"kind": _text(sl.kind), "source": _text(sl.source),
                                           "temperature": float(sl.temperature)})
+            if syn.replay is not None:
+                sizes["replay_labels"], sizes["replay_params"] = _put_replay(
+                    f.require_group("soft_labels").create_group("replay"), syn.replay)
             if syn.lr is not None:
                 f.create_dataset("lr", data=np.float32(syn.lr))
                 sizes["lr"] = 4
@@ -153,6 +171,60 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
                 st.attrs[name] = np.int64(value)
             st.attrs["total"] = np.int64(sum(v for key, v in sizes.items() if key != "preprocessing"))
             st.attrs["description"] = _text(_STORAGE_NOTE)
+            # keep last: the checksum covers every member written above (dsdistill.io.checksum)
+            f.attrs[DIGEST_ATTR] = _text(content_digest(f, Checker(Path(tmp), 1 << 62)))
+
+
+def _put_replay(g: h5py.Group, rp: Any) -> tuple[int, int]:
+    """Write ReplayLabels ``rp`` into group ``g``; return (label bytes, parameter bytes)."""
+    small = lambda t: torch.int16 if t.dtype == torch.int16 else torch.int32  # noqa: E731
+    params = _put(g, "crops", _np(rp.crops, small(rp.crops)))
+    params += _put(g, "flips", _np(rp.flips, torch.uint8))
+    if rp.partners is not None:
+        params += _put(g, "partners", _np(rp.partners, torch.int32))
+        params += _put(g, "mix_boxes", _np(rp.mix_boxes, small(rp.mix_boxes)))
+    if rp.order is not None:
+        params += _put(g, "order", _np(rp.order, torch.int32))
+    labels = _put(g, "values", _np(rp.values, torch.float16 if rp.values.dtype == torch.float16 else torch.float32))
+    if rp.indices is not None:
+        labels += _put(g, "indices", _np(rp.indices, small(rp.indices)))
+    g.create_dataset("settings_json", data=_text(json.dumps(rp.settings, default=_json_default)))
+    g.attrs.update({"kind": _text(rp.kind), "temperature": float(rp.temperature),
+                    "height": np.int64(rp.size[0]), "width": np.int64(rp.size[1]),
+                    "micro_batch": np.int64(rp.micro_batch)})
+    return labels, params
+
+
+def _read_replay(rl: dict[str, Any], chk: Any, n: int, k: int, src: tuple[int, int]) -> Any:
+    """Build and range-check ReplayLabels from a validated layout (``inspect_replay``)."""
+    from dsdistill.softlabels import ReplayLabels
+
+    ds, at = rl["datasets"], rl["attrs"]
+    raw = {name: None if ds[name] is None else torch.from_numpy(np.asarray(ds[name][()]).astype(np.int64))
+           for name in ("crops", "flips", "partners", "mix_boxes", "indices", "order")}
+    if not bool(((raw["flips"] == 0) | (raw["flips"] == 1)).all()):
+        raise chk.fail("/soft_labels/replay/flips holds values other than 0 and 1")
+    bound = max(n, k, *src, *at["size"])
+    for name in ("crops", "partners", "mix_boxes", "indices", "order"):  # before any narrowing cast
+        t = raw[name]
+        if t is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) > bound):
+            raise chk.fail(f"/soft_labels/replay/{name} has values outside [0, {bound}]")
+    vals = np.asarray(ds["values"][()])
+    values = torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float16 if vals.dtype.itemsize == 2 else np.float32))
+    small = torch.int16 if bound < 2**15 else torch.int32
+    settings = {} if rl["settings"] is None else chk.json_object(rl["settings"])
+    narrow = lambda t, dt: None if t is None else t.to(dt)  # noqa: E731
+    try:
+        rp = ReplayLabels(narrow(raw["crops"], small), raw["flips"].bool(), narrow(raw["partners"], torch.int32),
+                          narrow(raw["mix_boxes"], small), values, narrow(raw["indices"], small),
+                          kind=at["kind"], temperature=at["temperature"], num_classes=k, size=at["size"],
+                          order=narrow(raw["order"], torch.int32), micro_batch=at["micro_batch"], settings=settings)
+    except ValueError as err:
+        raise chk.fail(f"/soft_labels/replay: {err}") from None
+    problem = rp.range_problem(src)
+    if problem:
+        raise chk.fail(f"/soft_labels/replay: {problem}")
+    return rp
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -201,6 +273,7 @@ def load_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
             arr = np.asarray(lay["soft"][()])
             arr = np.ascontiguousarray(arr, dtype=np.float16 if arr.dtype.itemsize == 2 else np.float32)
             soft = SoftLabels(torch.from_numpy(arr), **lay["soft_attrs"])
+        replay = None if lay["replay"] is None else _read_replay(lay["replay"], chk, lay["N"], k, lay["CHW"][1:])
         lr = None if lay["lr"] is None else float(lay["lr"][()])
         stats = {name: None if lay[name] is None else tuple(float(v) for v in lay[name][()])
                  for name in ("mean", "std")}
@@ -212,12 +285,13 @@ def load_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
             zca["eps"] = lay["zca_eps"]
         classes = [] if lay["classes"] is None else chk.text(lay["classes"])
         provenance = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
+        verify_checksum(f, chk, {lay["images"].name: images.numpy()})  # after all other checks
         return SyntheticSet(
             images=images, labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
             num_classes=k, method=header["method"], dataset=header["dataset"], ipc=header["ipc"],
             space=header["space"], mean=stats["mean"], std=stats["std"], zca=zca,
             soft_labels=soft, lr=lr, class_names=classes, provenance=provenance,
-            protocol=header["protocol"])
+            protocol=header["protocol"], replay=replay)
 
 
 def _bytes(n: int) -> str:
@@ -255,6 +329,28 @@ def _provenance_lines(prov: dict[str, Any]) -> list[str]:
     return out
 
 
+def _replay_bytes(rl: dict[str, Any] | None) -> dict[str, int]:
+    if rl is None:
+        return {}
+    ds = rl["datasets"]
+    labels = _nbytes(ds["values"], ds["indices"])
+    return {"replay labels": labels, "replay params": sum(_nbytes(d) for d in ds.values()) - labels}
+
+
+def _replay_line(rl: dict[str, Any], chk: Any) -> str:
+    ds, at = rl["datasets"], rl["attrs"]
+    settings = {} if rl["settings"] is None else chk.json_object(rl["settings"])
+    e, n = ds["crops"].shape[:2]
+    label = (f"top-{rl['width']} probs" if ds["indices"] is not None else f"{at['kind']}") + f" {ds['values'].dtype}"
+    mix = "CutMix" if ds["partners"] is not None else "no mix"
+    bn = f"batch-specific (teacher BN on micro-batches of {at['micro_batch']})" if at["micro_batch"] else "eval-mode teachers"
+    avg = settings.get("average")
+    who = ", ".join(map(str, settings.get("teachers") or [])) or "teachers not recorded"
+    return (f"{e} epochs x {n} samples, {label}, temperature {at['temperature']:g}, crop "
+            f"{at['size'][0]}x{at['size'][1]} + flip + {mix}, {bn}"
+            + (f", averaged in {avg} space" if avg else "") + f" ({who})")
+
+
 def describe(path: str | os.PathLike[str]) -> str:
     """Human-readable summary for ``dsdistill info FILE`` (reads metadata and small arrays only).
 
@@ -289,7 +385,11 @@ def describe(path: str | os.PathLike[str]) -> str:
             sa = lay["soft_attrs"]
             label = (f"hard + soft {sa['kind']} (temperature {sa['temperature']:g}, "
                      f"{lay['soft'].dtype}{', source ' + sa['source'] if sa['source'] else ''})")
+        if lay["replay"] is not None:
+            label += " + per-epoch replay soft labels"
         lines.append(f"  labels       {label}")
+        if lay["replay"] is not None:
+            lines.append(f"  replay       {_replay_line(lay['replay'], chk)}")
         space = hd["space"]
         if lay["mean"] is not None or lay["std"] is not None:
             stats = [f"{name} {_floats(lay[name][()])}" for name in ("mean", "std")
@@ -304,11 +404,13 @@ def describe(path: str | os.PathLike[str]) -> str:
         zca = list(lay["zca"].values()) if lay["zca"] else []
         parts = {"images": _nbytes(lay["images"]), "labels": _nbytes(lay["labels"]),
                  "soft labels": _nbytes(lay["soft"]), "lr": _nbytes(lay["lr"]),
+                 **_replay_bytes(lay["replay"]),
                  "preprocessing": _nbytes(lay["mean"], lay["std"], *zca)}
         train = sum(v for key, v in parts.items() if key != "preprocessing")
         lines.append("  storage      " + "; ".join(f"{key} {_bytes(v)}" for key, v in parts.items()))
         lines.append(f"               total to train on {_bytes(train)} (images + labels + soft "
-                     f"labels + lr); file {_bytes(chk.size)} on disk")
+                     f"labels + lr{' + replay labels and parameters' if lay['replay'] else ''}); "
+                     f"file {_bytes(chk.size)} on disk")
         prov = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
         extra = _provenance_lines(prov)
         lines.append(f"  provenance   created by {hd['created_by'] or 'unknown'}")

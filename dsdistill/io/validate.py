@@ -300,7 +300,7 @@ def inspect_image(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
 
     Returns:
         A layout dict: ``images``, ``labels`` (datasets), ``soft`` (dataset or None) with
-        ``soft_attrs``, ``lr``, ``mean``, ``std``, ``zca`` (dict of three datasets or None),
+        ``soft_attrs``, ``replay`` (see :func:`inspect_replay`), ``lr``, ``mean``, ``std``, ``zca`` (dict of three datasets or None),
         ``zca_eps``, ``classes``, ``config_json``, ``storage`` (group or None), ``N``, ``CHW``.
     """
     k = header["num_classes"]
@@ -326,6 +326,7 @@ def inspect_image(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
             lay["soft_attrs"] = {"kind": kind,
                                  "temperature": chk.attr_float(soft, "temperature", 1.0, positive=True),
                                  "source": chk.attr_str(soft, "source", "")}
+    lay["replay"] = None if soft_group is None else inspect_replay(soft_group, chk, n, k)
     lay["lr"] = chk.dataset(f, "lr", kinds="f", shape=(), required=False)
 
     pre = chk.member(f, "preprocess", h5py.Group, required=False)
@@ -359,6 +360,49 @@ def inspect_image(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
             if name != "description":
                 chk.attr_int(lay["storage"], name, 0, 2**62)
     return lay
+
+
+REPLAY_INT = ("crops", "flips", "partners", "mix_boxes", "indices", "order")
+
+
+def inspect_replay(group: h5py.Group, chk: Checker, n: int, k: int) -> dict[str, Any] | None:
+    """Check ``/soft_labels/replay`` from metadata (shapes, dtypes, attributes); None if absent.
+
+    Returns:
+        ``{"datasets": {name: dataset or None}, "attrs": {...}, "settings": dataset or None,
+        "epochs": E, "width": k_stored}``. Index ranges are checked after reading, by
+        :meth:`dsdistill.softlabels.ReplayLabels.range_problem`.
+    """
+    g = chk.member(group, "replay", h5py.Group, required=False)
+    if g is None:
+        return None
+    crops = chk.dataset(g, "crops", kinds="iu", ndim=3)
+    e = crops.shape[0]
+    if e < 1 or crops.shape[1:] != (n, 4):
+        raise chk.fail(f"/soft_labels/replay/crops has shape {crops.shape}, expected (E >= 1, {n}, 4)")
+    ds: dict[str, Any] = {"crops": crops, "flips": chk.dataset(g, "flips", kinds="iu", shape=(e, n))}
+    ds["partners"] = chk.dataset(g, "partners", kinds="iu", shape=(e, n), required=False)
+    ds["mix_boxes"] = chk.dataset(g, "mix_boxes", kinds="iu", shape=(e, n, 4), required=False)
+    if (ds["partners"] is None) != (ds["mix_boxes"] is None):
+        raise chk.fail("/soft_labels/replay needs both partners and mix_boxes, or neither")
+    values = chk.dataset(g, "values", kinds="f", ndim=3)
+    width = values.shape[2]
+    ds["indices"] = chk.dataset(g, "indices", kinds="iu", shape=(e, n, width), required=False)
+    if values.shape[:2] != (e, n) or not (1 <= width <= k if ds["indices"] is not None else width == k):
+        want = "(E, N, k <= K) with indices" if ds["indices"] is not None else f"({e}, {n}, {k})"
+        raise chk.fail(f"/soft_labels/replay/values has shape {values.shape}, expected {want}")
+    ds["values"] = values
+    ds["order"] = chk.dataset(g, "order", kinds="iu", shape=(e, n), required=False)
+    attrs = {"kind": chk.attr_str(g, "kind"), "temperature": chk.attr_float(g, "temperature", positive=True),
+             "size": (chk.attr_int(g, "height", 1, 2**15 - 1), chk.attr_int(g, "width", 1, 2**15 - 1)),
+             "micro_batch": chk.attr_int(g, "micro_batch", 0, 2**31)}
+    if attrs["kind"] not in ("logits", "probs") or (ds["indices"] is not None and attrs["kind"] != "probs"):
+        raise chk.fail(f"/soft_labels/replay kind {attrs['kind']!r} is not 'logits' or 'probs' "
+                       "(top-k labels must be 'probs')")
+    if (ds["order"] is None) != (attrs["micro_batch"] == 0):
+        raise chk.fail("/soft_labels/replay has an order without a micro_batch (or the reverse)")
+    settings = chk.dataset(g, "settings_json", kinds="S", shape=(), required=False)
+    return {"datasets": ds, "attrs": attrs, "settings": settings, "epochs": e, "width": width}
 
 
 def _is_int(value: Any) -> bool:
@@ -397,5 +441,11 @@ def check_savable(syn: SyntheticSet) -> None:
             raise ValueError(f"soft labels must have shape {(n, k)}, got {tuple(sl.values.shape)}")
         if sl.kind not in ("logits", "probs") or not float(sl.temperature) > 0:
             raise ValueError("soft labels need kind 'logits'/'probs' and a positive temperature")
+    if syn.replay is not None:
+        problem = syn.replay.problem(n) or syn.replay.range_problem((h, w))
+        if not problem and syn.replay.num_classes != k:
+            problem = f"replay labels have {syn.replay.num_classes} classes, the set {k}"
+        if problem:
+            raise ValueError(f"replay labels cannot be stored: {problem}")
     if syn.class_names and len(syn.class_names) != k:
         raise ValueError(f"class_names must have {k} entries, got {len(syn.class_names)}")

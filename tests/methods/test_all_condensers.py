@@ -7,13 +7,20 @@ import dsdistill.methods  # noqa: F401
 from dsdistill.io import load_synthetic, save_synthetic
 from dsdistill.registry import CONDENSERS
 
-SMALL = {"dm": {"iterations": 2, "batch_real": 4}, "herding": {"embed_epochs": 1, "embed_train_size": 20},
-         "k-center": {"embed_epochs": 1, "embed_train_size": 20}}
+SMALL = {"dm": {"iterations": 2, "batch_real": 4}, "dc": {"iterations": 2, "batch_real": 4},
+         "dsa": {"iterations": 2, "batch_real": 4}, "herding": {"embed_epochs": 1, "embed_train_size": 20},
+         "k-center": {"embed_epochs": 1, "embed_train_size": 20},
+         **{tm: {"iterations": 2, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1}
+            for tm in ("mtt", "ftd", "ast")},
+         "datm": {"iterations": 2, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1,
+                  "sequential_generation": False},
+         **{dec: {"iterations": 2, "label_epochs": 1, "patch_pool": 8} for dec in ("sre2l", "cvdd")}}
 
 
 @pytest.mark.parametrize("name", CONDENSERS.names())
-def test_smoke(name, tiny_real, tmp_path):
-    syn = CONDENSERS.get(name).from_settings("tiny", 1, SMALL.get(name, {})).condense(
+def test_smoke(name, tiny_real, tmp_path, condenser_overrides):
+    settings = {**SMALL.get(name, {}), **condenser_overrides.get(name, {})}
+    syn = CONDENSERS.get(name).from_settings("tiny", 1, settings).condense(
         tiny_real, 1, seed=0, progress=False)
     assert syn.images.shape == (4, 1, 16, 16) and torch.isfinite(syn.images).all()
     assert syn.labels.tolist() == [0, 1, 2, 3] and syn.method == name
