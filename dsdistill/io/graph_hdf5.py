@@ -6,7 +6,9 @@ trees in all, ``K`` classes, node vocabulary ``V x F``, edge vocabulary ``Ve x F
     /                        attrs format="dsdistill", format_version=1,
                              encoding-type="dsdistill.graph_set", encoding-version="1.1.0",
                              modality="graph", method, dataset, num_classes, ipc, created_by,
-                             protocol, pooling ("roots"|"all"), depth, vocab_kind ("dataset"|"set")
+                             protocol, pooling ("roots"|"all"), depth, vocab_kind ("dataset"|"set"),
+                             content_sha256 (checksum of everything else, see dsdistill.io.checksum;
+                             verified on load and by ``info``, absent in files written before it existed)
     /trees/node_labels       int64 (Nn,) in [0, V)
     /trees/edge_index        int64 (2, E) in [0, Nn), grouped by tree; both ends in one tree;
                              with pooling "roots" every tree is a rooted tree with edges child -> parent
@@ -29,14 +31,17 @@ trees in all, ``K`` classes, node vocabulary ``V x F``, edge vocabulary ``Ve x F
 
 Validation reuses the image reader's checker (:mod:`dsdistill.io.validate`): every shape, type and
 declared size is checked from metadata before any array is read, then the index arrays are checked
-for range and consistency. Any problem is a :class:`~dsdistill.errors.SyntheticFileError` with one
-sentence naming the file. No pickle.
+for range and consistency (in int64, so unsigned or narrow integer types cannot wrap), and last the
+content checksum is verified over the arrays already read. Chunked datasets must hold every chunk
+they declare. Any problem is a :class:`~dsdistill.errors.SyntheticFileError` with one sentence
+naming the file. No pickle.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -47,6 +52,8 @@ import dsdistill
 from dsdistill.errors import SyntheticFileError
 from dsdistill.graphset import POOLINGS, VOCAB_KINDS, GraphSyntheticSet
 from dsdistill.io.atomic import atomic_path, check_overwrite
+from dsdistill.io.checksum import DIGEST_ATTR, content_digest
+from dsdistill.io.checksum import verify as verify_checksum
 from dsdistill.io.validate import FORMAT, FORMAT_VERSION, Checker, check_header, open_h5
 
 ENCODING_TYPE = "dsdistill.graph_set"
@@ -124,6 +131,8 @@ def save_graph_synthetic(syn: GraphSyntheticSet, path: str | os.PathLike[str], *
             st = f.create_group("storage")
             for name, value in sizes.items():
                 st.attrs[name] = np.int64(value)
+            # keep last: the checksum covers every member written above (dsdistill.io.checksum)
+            f.attrs[DIGEST_ATTR] = _text(content_digest(f, Checker(Path(tmp), 1 << 62)))
 
 
 def inspect_graph(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[str, Any]:
@@ -164,20 +173,60 @@ def inspect_graph(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
     prov = chk.member(f, "provenance", h5py.Group, required=False)
     lay["config_json"] = None if prov is None else chk.dataset(prov, "config_json", kinds="S", shape=(),
                                                                required=False)
+    for ds in lay.values():
+        if isinstance(ds, h5py.Dataset):
+            _check_allocated(chk, ds)
     return lay
+
+
+def _check_allocated(chk: Checker, ds: h5py.Dataset) -> None:
+    """Refuse a chunked dataset with chunks never written (the writer writes every chunk).
+
+    Unwritten chunks read as fill values, and a forged header declaring millions of tiny chunks
+    takes libhdf5 minutes to read (found by fuzzing: 45 s for 2.4M one-element gzip chunks) while
+    passing the declared-bytes budget. The declared chunk count comes from metadata; the written
+    count from the chunk index, consulted only when it cannot exceed the file's size.
+    """
+    if ds.chunks is None or not ds.size:
+        return
+    declared = int(np.prod([-(-n // c) for n, c in zip(ds.shape, ds.chunks)], dtype=object))
+    if declared > chk.size // 8 or ds.id.get_num_chunks() != declared:
+        raise chk.fail(f"{ds.name} declares {declared} chunks of {ds.chunks} but the file does not hold them all "
+                       "(forged or corrupt header)")
 
 
 def _offsets_ok(ptr: np.ndarray, end: int) -> bool:
     return bool(ptr[0] == 0 and ptr[-1] == end and (np.diff(ptr) > 0).all())
 
 
-def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int) -> dict[str, torch.Tensor]:
-    """Read the arrays and check every index for range and consistency."""
-    a = {k: np.asarray(lay[k][()]) for k in ("node_labels", "edge_index", "edge_labels", "tree_ptr", "tree_ids",
-                                            "item_ptr", "support", "label", "node_vocab", "edge_vocab")}
+_INT_KEYS = ("node_labels", "edge_index", "edge_labels", "tree_ptr", "tree_ids", "item_ptr", "support", "label",
+             "node_degree")
+
+
+def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int,
+                raw: dict[str, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """Read the arrays and check every index for range and consistency.
+
+    Integers are checked after conversion to int64 (a uint64 beyond int64 becomes negative and
+    fails the range checks instead of wrapping a difference), floats after conversion to float32
+    (a float64 beyond float32's range becomes inf and fails the finiteness check).
+
+    Args:
+        raw: Filled with the arrays as stored, by dataset name (for the checksum, which then need
+            not read them again).
+    """
+    a: dict[str, np.ndarray] = {}
+    for k in _INT_KEYS + ("node_vocab", "edge_vocab"):
+        if lay[k] is None:
+            continue
+        arr = np.asarray(lay[k][()])
+        if raw is not None:
+            raw[lay[k].name] = arr
+        with np.errstate(over="ignore", invalid="ignore"):
+            a[k] = np.ascontiguousarray(arr, dtype=np.int64 if k in _INT_KEYS else np.float32)
     n, e, t = a["node_labels"].shape[0], a["edge_index"].shape[1], a["tree_ptr"].shape[0] - 1
     v, ve = a["node_vocab"].shape[0], a["edge_vocab"].shape[0]
-    degree = None if lay["node_degree"] is None else np.asarray(lay["node_degree"][()])
+    degree = a.get("node_degree")
     checks = [
         (_offsets_ok(a["tree_ptr"], n), f"/trees/ptr must run from 0 to {n} strictly increasing (one offset per tree)"),
         (_offsets_ok(a["item_ptr"], a["tree_ids"].shape[0]),
@@ -216,11 +265,7 @@ def read_arrays(chk: Checker, lay: dict[str, Any], num_classes: int) -> dict[str
             parent = parent[parent]  # pointer jumping: every node reaches its root if the tree is acyclic
         if (parent != np.repeat(a["tree_ptr"][:-1], np.diff(a["tree_ptr"]))).any():
             raise chk.fail("a tree of /trees/edge_index has a cycle (child -> parent edges must lead to the root)")
-    ints = {k: torch.from_numpy(np.ascontiguousarray(a[k], dtype=np.int64))
-            for k in ("node_labels", "edge_index", "edge_labels", "tree_ptr", "tree_ids", "item_ptr", "support", "label")}
-    floats = {k: torch.from_numpy(np.ascontiguousarray(a[k], dtype=np.float32)) for k in ("node_vocab", "edge_vocab")}
-    deg = {} if degree is None else {"node_degree": torch.from_numpy(np.ascontiguousarray(degree, dtype=np.int64))}
-    return {**ints, **floats, **deg}
+    return {k: torch.from_numpy(arr) for k, arr in a.items()}
 
 
 def load_graph_synthetic(path: str | os.PathLike[str]) -> GraphSyntheticSet:
@@ -234,9 +279,11 @@ def load_graph_synthetic(path: str | os.PathLike[str]) -> GraphSyntheticSet:
         if header["modality"] != "graph":
             raise SyntheticFileError(f"{chk.path} is an image set; load it with dsdistill.io.load_synthetic")
         lay = inspect_graph(f, chk, header)
-        a = read_arrays(chk, lay, header["num_classes"])
+        raw: dict[str, np.ndarray] = {}
+        a = read_arrays(chk, lay, header["num_classes"], raw)
         classes = [] if lay["classes"] is None else chk.text(lay["classes"])
         provenance = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
+        verify_checksum(f, chk, raw)  # after all other checks
         return GraphSyntheticSet(
             node_labels=a["node_labels"], edge_index=a["edge_index"], edge_labels=a["edge_labels"],
             tree_ptr=a["tree_ptr"], itemset_trees=a["tree_ids"], itemset_ptr=a["item_ptr"], support=a["support"],
@@ -248,9 +295,12 @@ def load_graph_synthetic(path: str | os.PathLike[str]) -> GraphSyntheticSet:
 
 
 def describe_graph_lines(f: h5py.File, chk: Checker, header: dict[str, Any]) -> list[str]:
-    """The graph-specific lines of ``dsdistill info`` (validates the whole file first)."""
+    """The graph-specific lines of ``dsdistill info`` (validates the whole file first, checksum included:
+    the arrays are read anyway, so unlike image files' metadata-only description it costs no extra read)."""
     lay = inspect_graph(f, chk, header)
-    a = read_arrays(chk, lay, header["num_classes"])
+    raw: dict[str, np.ndarray] = {}
+    a = read_arrays(chk, lay, header["num_classes"], raw)
+    verify_checksum(f, chk, raw)
     k = header["num_classes"]
     per_class = np.bincount(a["label"].numpy(), minlength=k)
     names = chk.text(lay["classes"]) if lay["classes"] is not None else [str(c) for c in range(k)]
