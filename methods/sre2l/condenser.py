@@ -47,16 +47,25 @@ from dsdistill.methods.sre2l.recover import BNStatLoss, ValidRange, batch_augmen
 
 
 def resolution_recipe(dataset: str) -> dict[str, Any]:
-    """SRe2L's per-resolution overrides for a catalogue dataset (none for <= 32 px or unknown sizes)."""
+    """SRe2L's per-resolution overrides for a catalogue dataset (none for <= 32 px or unknown sizes).
+
+    Digit datasets (MNIST, SVHN) never flip, in recover or in the replayed label augmentation, for
+    the reason DSA drops ``flip`` for them (:func:`dsdistill.augment.strategy_for`).
+    """
+    from dsdistill.augment import strategy_for
     from dsdistill.data.specs import SPECS
 
     spec = SPECS.get(dataset)
     height = spec.shape[1] if spec else 32
     if height <= 32:
-        return {}
-    if height <= 64:
-        return {"random_crop": True, "flip": True, "lr": 0.1, "r_bn": 1.0, "iterations": 4000, "jitter": 4}
-    return {"random_crop": True, "flip": True, "lr": 0.25, "r_bn": 0.01, "iterations": 4000, "jitter": 32}
+        out: dict[str, Any] = {}
+    elif height <= 64:
+        out = {"random_crop": True, "flip": True, "lr": 0.1, "r_bn": 1.0, "iterations": 4000, "jitter": 4}
+    else:
+        out = {"random_crop": True, "flip": True, "lr": 0.25, "r_bn": 0.01, "iterations": 4000, "jitter": 32}
+    if "flip" not in strategy_for(dataset).split("_"):
+        out.update(flip=False, label_flip=False)
+    return out
 
 
 @dataclass
@@ -87,6 +96,7 @@ class SRe2LConfig:
         label_top_k: FKD top-k quantisation of the stored labels (0 = full labels).
         label_dtype: ``"float16"`` or ``"float32"``.
         label_mix: ``"cutmix"`` or ``"none"``.
+        label_flip: Random horizontal flips in the replayed label augmentation (off for digits).
         average: Committee averaging space of the labels: ``"logits"`` or ``"probs"``.
         batch_specific: CV-DD batch-specific soft labels (teacher BN in train mode on micro-batches).
     """
@@ -114,6 +124,7 @@ class SRe2LConfig:
     label_top_k: int = 0
     label_dtype: str = "float16"
     label_mix: str = "cutmix"
+    label_flip: bool = True
     average: str = "logits"
     batch_specific: bool = False
 
@@ -246,7 +257,7 @@ class DecoupledCondenser(Condenser):
         return relabel(images.to(device), [t.model for t in teachers], weights, epochs=cfg.label_epochs,
                        generator=make_generator(seed, self.name, "relabel"), average=cfg.average,
                        temperature=cfg.label_temperature, batch_specific=cfg.batch_specific,
-                       batch_size=cfg.label_batch_size, mix=cfg.label_mix,
+                       batch_size=cfg.label_batch_size, mix=cfg.label_mix, flip=cfg.label_flip,
                        dtype=getattr(torch, cfg.label_dtype), top_k=cfg.label_top_k or None,
                        teacher_names=[t.name for t in teachers])
 

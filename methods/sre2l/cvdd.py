@@ -68,7 +68,7 @@ class CVDD(DecoupledCondenser):
     @classmethod
     def recipe(cls, dataset: str, ipc: int) -> dict[str, Any]:
         out = resolution_recipe(dataset)
-        if out:
+        if "r_bn" in out:
             out["r_bn"] = 0.01  # CV-DD uses 0.01 at every resolution
         return out
 

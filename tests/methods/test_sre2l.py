@@ -207,3 +207,14 @@ def test_torchrun_two_processes_equal_one(tiny_name, tiny_teachers, tmp_path):
     assert torch.equal(one.replay.values, two.replay.values)
     assert two.provenance["processes"] == 2 and one.provenance["processes"] == 1
     assert not list(tmp_path.glob("*.ckpt*"))
+
+
+def test_digits_never_flip_in_recover_or_labels():
+    from dsdistill.registry import CONDENSERS
+
+    for name in ("sre2l", "cvdd"):
+        mnist = CONDENSERS.get(name).from_settings("mnist", 10).config
+        cifar = CONDENSERS.get(name).from_settings("cifar10", 10).config
+        assert (mnist.flip, mnist.label_flip) == (False, False)
+        assert cifar.label_flip is True
+    assert CONDENSERS.get("cvdd").from_settings("cifar10", 10).config.flip is True
