@@ -1,7 +1,9 @@
 """Checkpoint and resume for evaluations: finished students and the student in progress.
 
-An evaluation is a list of independent (model, run, kind) jobs, each a student trained for the
-protocol's epochs. :class:`EvalCheckpoint` keeps, in one ``torch.save`` file written atomically:
+An evaluation (the dc/tm protocols of :mod:`dsdistill.evaluators.standard`, the ``softlabel``
+protocol of :mod:`dsdistill.evaluators.softlabel`) is a list of independent (model, run, kind)
+jobs, each a student trained for the protocol's epochs. :class:`EvalCheckpoint` keeps, in one
+``torch.save`` file written atomically:
 
 * ``done``: the :class:`~dsdistill.evaluators.report.RunResult` of every finished job (as dicts);
 * ``current``: the job in progress with its training state after the last saved epoch (model,
@@ -24,6 +26,8 @@ import json
 import time
 from typing import Any, Callable
 
+import torch
+
 from dsdistill.condenser import Checkpointer, Interrupted
 from dsdistill.errors import ConfigError
 from dsdistill.evaluators.report import RunResult
@@ -37,6 +41,12 @@ def signature(syn: Any, real: Any, jobs: list[Job], seed: int, settings: dict[st
     digest.update(syn.labels.detach().cpu().contiguous().numpy().tobytes())
     if syn.soft_labels is not None:
         digest.update(syn.soft_labels.values.detach().cpu().float().contiguous().numpy().tobytes())
+    replay = getattr(syn, "replay", None)
+    if replay is not None:  # replayed labels and their augmentation parameters (softlabel protocol)
+        for t in (replay.values, replay.indices, replay.crops, replay.flips, replay.partners, replay.mix_boxes,
+                  replay.order):
+            if t is not None:
+                digest.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
     return json.dumps({"set": digest.hexdigest(), "lr": syn.lr, "dataset": real.name,
                        "fingerprint": getattr(real, "fingerprint", None), "jobs": [list(j) for j in jobs],
                        "seed": seed, "protocol": settings}, sort_keys=True, default=str)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from dsdistill.perf import to_channels_last
 from dsdistill.softlabels import AugParams, ReplayLabels, augment, bn_train_copies, draw_params, label_batch
+from dsdistill.train import training_state
 
 
 class ReplaySource:
@@ -114,7 +115,8 @@ def kl_loss(student: Tensor, target: Tensor, temperature: float) -> Tensor:
 
 def train_student(model: nn.Module, images: Tensor, labels: Tensor, source, *, epochs: int, batch_size: int,
                   lr: float, weight_decay: float, smoothing: float, hard: bool, generator: torch.Generator,
-                  progress: Callable[[int], None] | None = None) -> nn.Module:
+                  progress: Callable[[int], None] | None = None, resume: dict | None = None,
+                  checkpoint: Callable[[int, Callable[[], dict]], None] | None = None) -> nn.Module:
     """Train ``model`` in place on ``(N, C, H, W)`` images with ``source``'s augmentation and labels.
 
     Args:
@@ -127,14 +129,27 @@ def train_student(model: nn.Module, images: Tensor, labels: Tensor, source, *, e
         hard: Cross-entropy on hard labels instead of KL on the soft labels.
         generator: Shuffling (and, online, augmentation) randomness.
         progress: Called with the epoch index after each epoch.
+        resume: A state from ``checkpoint``'s ``state()`` (see :func:`dsdistill.train.training_state`):
+            training continues after its epochs and ends bitwise where an uninterrupted run ends (on
+            CPU), since augmentation and labels are keyed by epoch and the generator is restored.
+        checkpoint: Called as ``checkpoint(epochs_done, state)`` after every epoch; ``state()``
+            builds the resumable state (only call it when saving).
     """
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / (epochs * smoothing))))
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        # the cosine factor is a lambda, rebuilt above; training_state keeps only plain values
+        sched.load_state_dict({"lr_lambdas": [None] * len(opt.param_groups), **resume["scheduler"]})
+        generator.set_state(resume["generator"])
+        first_epoch = int(resume["epoch"])
     labels = labels.to(images.device)
     model.train()
     n = images.shape[0]
-    for e in range(epochs):
+    for e in range(first_epoch, epochs):
         params, order = source.epoch(e, n, generator)
         for idx in order.split(batch_size):
             x = augment(images, params, idx, source.size)
@@ -154,4 +169,6 @@ def train_student(model: nn.Module, images: Tensor, labels: Tensor, source, *, e
         sched.step()
         if progress is not None:
             progress(e)
+        if checkpoint is not None:
+            checkpoint(e + 1, lambda done=e + 1: training_state(model, opt, sched, generator, done))
     return model

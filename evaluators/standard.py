@@ -106,7 +106,8 @@ def evaluate(
         from dsdistill.evaluators.softlabel import evaluate_softlabel
 
         return evaluate_softlabel(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,
-                                  seed=seed, device=device, baseline=baseline, progress=progress, file=file)
+                                  seed=seed, device=device, baseline=baseline, progress=progress, file=file,
+                                  checkpoint=checkpoint)
     if runs < 1:
         raise ConfigError(f"--runs must be at least 1, got {runs}")
     proto = protocol_for(syn, protocol).with_overrides(epochs=epochs, lr=lr, batch_size=batch_size)
