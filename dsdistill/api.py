@@ -127,7 +127,8 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
     if is_graph_file(file):  # graph sets: the graph protocol (dsdistill.graph_api)
         return evaluate_graph_file(file, models=models, runs=runs, epochs=epochs, protocol=protocol, lr=lr,
                                    batch_size=batch_size, seed=seed, baseline=baseline, dataset=dataset,
-                                   json_path=json_path, data_root=data_root, threads=threads, progress=progress)
+                                   json_path=json_path, data_root=data_root, threads=threads, progress=progress,
+                                   resume=resume, checkpoint_every=checkpoint_every)
     from dsdistill.data import load_real
     from dsdistill.evaluators import evaluate
     from dsdistill.io import atomic_write_json, load_synthetic
@@ -163,7 +164,7 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
         report = evaluate_softlabel(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,
                                     seed=seed, device=device, baseline=baseline, teachers=teachers,
                                     online_teacher=online_teacher, full_acc=full_acc, full_epochs=full_epochs,
-                                    progress=progress, file=str(file))
+                                    progress=progress, file=str(file), checkpoint=checkpoint)
     else:
         report = evaluate(syn, real, models=models, runs=runs, protocol=protocol, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, device=device, baseline=baseline, robustness=robustness,

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,13 @@ def evaluate_graph_file(file: str | os.PathLike, *, models: list[str] | None = N
                         batch_size: int | None = None, seed: int = 0, baseline: bool = True,
                         dataset: str | None = None, json_path: str | None = None, data_root: str | None = None,
                         threads: int | None = None, progress: bool = True, baselines: tuple[str, ...] | None = None,
-                        **ignored: Any):
+                        resume: bool = False, checkpoint_every: int = 0, **ignored: Any):
     """Evaluate a graph file under the ``graph`` protocol (GIN and GCN students by default).
 
     ``baseline`` adds the random subset of equal bytes; ``baselines`` names any of ``random``,
-    ``herding``, ``k-center``, ``full`` explicitly.
+    ``herding``, ``k-center``, ``full`` explicitly. With ``checkpoint_every > 0`` (or ``resume``)
+    every finished student is saved to ``json_path + ".ckpt"`` (else ``file + ".eval.ckpt"``) and
+    ``resume=True`` skips them; the checkpoint is removed once the report is written.
     """
     _registries()
     from dsdistill.data.graphs import load_graph_dataset
@@ -107,9 +111,23 @@ def evaluate_graph_file(file: str | os.PathLike, *, models: list[str] | None = N
     fold = syn.provenance.get("fold")
     data = load_graph_dataset(dataset or syn.dataset, data_root, fold=fold if isinstance(fold, int) else None)
     chosen = baselines if baselines is not None else (("random",) if baseline else ())
-    report = evaluate_graph(syn, data, models=models or ["gin", "gcn"], runs=runs, epochs=epochs, lr=lr,
+    models = models or ["gin", "gcn"]
+    checkpoint = None
+    if checkpoint_every > 0 or resume:
+        from dsdistill.condenser import Checkpointer
+        from dsdistill.evaluators.checkpoint import EvalCheckpoint
+
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        sig = json.dumps({"file": digest, "dataset": data.name, "models": [m.lower() for m in models], "runs": runs,
+                          "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+                          "baselines": list(chosen)}, sort_keys=True)
+        path = f"{json_path}.ckpt" if json_path else f"{file}.eval.ckpt"
+        checkpoint = EvalCheckpoint(Checkpointer(path, every=checkpoint_every, resume=resume), sig)
+    report = evaluate_graph(syn, data, models=models, runs=runs, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, baselines=tuple(chosen), progress=progress,
-                            file=str(file))
+                            file=str(file), checkpoint=checkpoint)
     if json_path:
         atomic_write_json(json_path, report.to_dict())
+    if checkpoint is not None:
+        checkpoint.remove()
     return report

@@ -28,6 +28,7 @@ average the same per-tree logits; an MLP head (``head="mlp"``) does not.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
                    runs: int = 3, protocol: GraphProtocol | None = None, epochs: int | None = None,
                    lr: float | None = None, batch_size: int | None = None, seed: int = 0,
                    baselines: tuple[str, ...] = ("random",), progress: bool = True, file: str = "",
-                   budget_bytes: int = 0, **overrides) -> GraphEvalReport:
+                   budget_bytes: int = 0, checkpoint=None, **overrides) -> GraphEvalReport:
     """Evaluate ``syn`` on ``data`` under the graph protocol (see module docstring).
 
     Args:
@@ -148,6 +149,10 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
             budget lets a comparison stay at equal budgets when one graph per class already costs
             more than the set (DD): the set was then condensed under the same budget and uses at
             most that many bytes.
+        checkpoint: An :class:`~dsdistill.evaluators.checkpoint.EvalCheckpoint`: every finished
+            student is saved and skipped on resume (graph students are short, so a student in
+            progress restarts; a SIGINT/SIGTERM takes effect when it finishes). Every student is
+            seeded by (seed, model, kind, run) alone, so a resumed report equals an uninterrupted one.
     """
     from tqdm.auto import tqdm
 
@@ -195,25 +200,33 @@ def evaluate_graph(syn: GraphSyntheticSet, data, *, models: list[str] | tuple[st
     total = len(models) * runs * sum(proto.settings.epochs_for(n) for n in sizes.values())
     bar = tqdm(total=total, desc="evaluate", unit="ep", disable=not progress or None)
     random_bytes = []
-    for model_name in models:
-        for run in range(runs):
-            for kind in kinds:
-                started = time.time()
-                store = fixed.get(kind)
-                if kind == "random":
-                    idx = select_subset(data.train, data.node_vocab, data.num_classes, "random", budget_bytes=budget,
-                                        generator=make_generator(seed, "graph-random-subset", run))
-                    store = data.train.subset(idx)
-                    random_bytes.append((len(idx), subset_bytes(data.train, idx)))
-                vocab = syn.node_vocab if kind == "synthetic" else data.node_vocab
-                kind_proto = syn_proto if kind == "synthetic" else proto
-                out = run_student(model_name.lower(), store, vocab, data, kind_proto, layers,
-                                  seed=derive_seed(seed, "graph-student", model_name, kind, run), scorers=scorers,
-                                  on_epoch=lambda _: bar.update(1))
-                report.runs.append(RunResult(model_name.lower(), kind, run, out["test_acc"], out["val_acc"],
-                                             round(time.time() - started, 2), out["test_auc"], out["val_auc"],
-                                             out["extra"]))
-                bar.set_postfix({kind[:3]: f"{100 * out['test_acc']:.1f}"})
+    with checkpoint.guard() if checkpoint is not None else contextlib.nullcontext():
+        for model_name in models:
+            for run in range(runs):
+                for kind in kinds:
+                    started = time.time()
+                    store = fixed.get(kind)
+                    if kind == "random":
+                        idx = select_subset(data.train, data.node_vocab, data.num_classes, "random",
+                                            budget_bytes=budget, generator=make_generator(seed, "graph-random-subset", run))
+                        store = data.train.subset(idx)
+                        random_bytes.append((len(idx), subset_bytes(data.train, idx)))
+                    job = (model_name.lower(), run, kind)
+                    if checkpoint is not None and job in checkpoint.done:
+                        report.runs.append(checkpoint.done[job])
+                        bar.update(proto.settings.epochs_for(len(store)))
+                        continue
+                    vocab = syn.node_vocab if kind == "synthetic" else data.node_vocab
+                    kind_proto = syn_proto if kind == "synthetic" else proto
+                    out = run_student(model_name.lower(), store, vocab, data, kind_proto, layers,
+                                      seed=derive_seed(seed, "graph-student", model_name, kind, run), scorers=scorers,
+                                      on_epoch=lambda _: bar.update(1))
+                    report.runs.append(RunResult(model_name.lower(), kind, run, out["test_acc"], out["val_acc"],
+                                                 round(time.time() - started, 2), out["test_auc"], out["val_auc"],
+                                                 out["extra"]))
+                    if checkpoint is not None:
+                        checkpoint.finish(job, report.runs[-1])
+                    bar.set_postfix({kind[:3]: f"{100 * out['test_acc']:.1f}"})
     bar.close()
     if random_bytes:
         subset_info["random"] = {"graphs": sum(g for g, _ in random_bytes) / len(random_bytes),

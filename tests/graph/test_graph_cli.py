@@ -81,3 +81,37 @@ def test_image_file_with_graph_protocol(tmp_path):
     save_synthetic(SyntheticSet(images=torch.zeros(2, 1, 4, 4), labels=torch.tensor([0, 1]), num_classes=2,
                                 method="dm", dataset="mnist", ipc=1), path)
     assert_clean_error(*run("evaluate", path, "--protocol", "graph"), "--protocol graph is for graph sets")
+
+
+def test_evaluation_interrupted_by_a_signal_resumes_to_the_same_report(mutag_h5, tmp_path, monkeypatch):
+    """SIGTERM during the first student-checkpoint save: exit 130 with the resume hint; --resume
+    skips the saved student and the report's numbers equal an uninterrupted evaluation's."""
+    import os
+    import signal
+
+    import torch
+
+    from dsdistill.condenser import Checkpointer
+
+    args = ["evaluate", mutag_h5, "--epochs", 2, "--runs", 1, "--model", "gin", "-q", "--checkpoint-every", 1]
+    ref, out = tmp_path / "ref.json", tmp_path / "out.json"
+    assert run(*args, "--json", ref)[0] == 0
+    original, saves = Checkpointer.save, []
+
+    def save_then_signal(self, state):
+        original(self, state)
+        saves.append(len(state["done"]))
+        if len(saves) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_signal)
+    code, output = run(*args, "--json", out)
+    monkeypatch.undo()
+    assert code == 130 and "rerun the same command with --resume" in output and not out.exists()
+    assert len(torch.load(f"{out}.ckpt", weights_only=True)["done"]) == 1
+    code, output = run(*args, "--json", out, "--resume")
+    assert code == 0, output
+    strip = lambda path: [{k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+                          for row in json.loads(path.read_text())["runs"]]
+    assert strip(out) == strip(ref) and len(strip(out)) == 2
+    assert not os.path.exists(f"{out}.ckpt")
