@@ -7,6 +7,7 @@ the tests behave the same on an idle and on a heavily loaded machine.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,22 @@ def kill9(proc: subprocess.Popen) -> None:
 def leftovers(directory: Path, final: str) -> list[str]:
     """Files in ``directory`` whose name starts with ``final`` or its temporary prefix."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith((final, f".{final}")))
+
+
+def report_numbers(path) -> dict:
+    """An evaluation report without wall-clock seconds (what must match after a resume)."""
+    report = json.loads(Path(path).read_text())
+    for row in report["runs"]:
+        row.pop("seconds")
+    return report
+
+
+def progress(ckpt) -> tuple[int, int]:
+    """(finished students, epochs of the one in progress) in an evaluation checkpoint."""
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    return len(state["done"]), 0 if state["current"] is None else int(state["current"]["train"]["epoch"])
 
 
 @pytest.fixture(scope="session")

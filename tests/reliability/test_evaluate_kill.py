@@ -15,7 +15,6 @@ import signal
 import time
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from dsdistill.cli import main
@@ -39,26 +38,12 @@ def eval_args(set_path, json_path, epochs: int = 20) -> list[str]:
             str(json_path), "--checkpoint-every", "2", "--seed", "4", "--threads", "1", "-q"]
 
 
-def report_numbers(path) -> dict:
-    """The report without wall-clock seconds."""
-    report = json.loads(open(path).read())
-    for row in report["runs"]:
-        row.pop("seconds")
-    return report
-
-
-def progress(ckpt) -> tuple[int, int]:
-    """(finished students, epochs of the one in progress) in a checkpoint."""
-    state = torch.load(ckpt, weights_only=True)
-    return len(state["done"]), 0 if state["current"] is None else int(state["current"]["train"]["epoch"])
-
-
 @pytest.fixture(scope="module")
-def reference(noisy_set, tmp_path_factory):
+def reference(noisy_set, tmp_path_factory, procs):
     path = tmp_path_factory.mktemp("evalref") / "ref.json"
     result = CliRunner().invoke(main, eval_args(noisy_set, path))
     assert result.exit_code == 0, result.output
-    numbers = report_numbers(path)
+    numbers = procs.report_numbers(path)
     accs = [row["test_acc"] for row in numbers["runs"]]
     assert len(set(accs)) > 1, f"students agree exactly ({accs}); the comparison would be weak"
     return numbers
@@ -74,14 +59,14 @@ def test_sigkill_and_sigterm_then_resume_gives_the_same_report(noisy_set, refere
         procs.wait_for_saves(proc, ckpt, rng.randint(3, 12))
         time.sleep(rng.uniform(0, 0.04))
         procs.kill9(proc)
-        now = progress(ckpt)
+        now = procs.progress(ckpt)
         assert now > last and not out.exists()
         print(f"SIGKILL {i + 1}: checkpoint holds {now[0]} finished students, the next at epoch {now[1]}")
         last = now
 
     proc = procs.start(eval_args(noisy_set, out) + ["--resume"], tmp_path)
     procs.wait_for_saves(proc, ckpt, 1)
-    assert progress(ckpt) > last  # continued from the checkpoint, did not start over
+    assert procs.progress(ckpt) > last  # continued from the checkpoint, did not start over
     rc, stdout, stderr = procs.stop(proc, signal.SIGTERM)
     assert rc == 130, stderr
     assert stderr.strip().splitlines() == [f"error: interrupted; state saved to {ckpt}{RESUME_HINT}"]
@@ -89,12 +74,12 @@ def test_sigkill_and_sigterm_then_resume_gives_the_same_report(noisy_set, refere
 
     result = CliRunner().invoke(main, eval_args(noisy_set, out) + ["--resume"])
     assert result.exit_code == 0, result.output
-    assert report_numbers(out) == reference
+    assert procs.report_numbers(out) == reference
     assert not ckpt.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_in_process_then_resume(noisy_set, reference, tmp_path, monkeypatch, sig):
+def test_signal_in_process_then_resume(noisy_set, reference, tmp_path, monkeypatch, sig, procs):
     from dsdistill.condenser import Checkpointer
 
     saves = []
@@ -111,11 +96,11 @@ def test_signal_in_process_then_resume(noisy_set, reference, tmp_path, monkeypat
     result = CliRunner().invoke(main, eval_args(noisy_set, out))
     assert result.exit_code == 130, result.output
     assert f"interrupted; state saved to {out}.ckpt{RESUME_HINT}" in result.output
-    assert len(saves) == 11 and progress(f"{out}.ckpt") == (1, 2) and not out.exists()
+    assert len(saves) == 11 and procs.progress(f"{out}.ckpt") == (1, 2) and not out.exists()
     monkeypatch.setattr(Checkpointer, "save", real_save)
     result = CliRunner().invoke(main, eval_args(noisy_set, out) + ["--resume"])
     assert result.exit_code == 0, result.output
-    assert report_numbers(out) == reference
+    assert procs.report_numbers(out) == reference
 
 
 def test_resume_refuses_a_checkpoint_of_another_evaluation(noisy_set, tmp_path, monkeypatch):

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import random
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -93,22 +91,8 @@ def weights_recorded():
         yield digests
 
 
-def report_numbers(path) -> dict:
-    """The report without wall-clock seconds."""
-    report = json.loads(Path(path).read_text())
-    for row in report["runs"]:
-        row.pop("seconds")
-    return report
-
-
-def progress(ckpt) -> tuple[int, int]:
-    """(finished students, epochs of the one in progress) in a checkpoint."""
-    state = torch.load(ckpt, weights_only=True)
-    return len(state["done"]), 0 if state["current"] is None else int(state["current"]["train"]["epoch"])
-
-
 @pytest.fixture(scope="module")
-def reference(softlabel_set, tmp_path_factory):
+def reference(softlabel_set, tmp_path_factory, procs):
     """An uninterrupted evaluation (checkpointing every 2 epochs gives the same numbers as none)."""
     d = tmp_path_factory.mktemp("softref")
     weights = {}
@@ -116,8 +100,8 @@ def reference(softlabel_set, tmp_path_factory):
         with weights_recorded() as weights[every]:
             result = CliRunner().invoke(main, eval_args(softlabel_set, d / name, every))
         assert result.exit_code == 0, result.output
-    numbers = report_numbers(d / "ref.json")
-    assert numbers == report_numbers(d / "plain.json") and weights[2] == weights[0] and len(weights[0]) == 8
+    numbers = procs.report_numbers(d / "ref.json")
+    assert numbers == procs.report_numbers(d / "plain.json") and weights[2] == weights[0] and len(weights[0]) == 8
     assert not (d / "ref.json.ckpt").exists()
     assert [(r["kind"], r["run"]) for r in numbers["runs"]] == [
         (k, r) for r in range(2) for k in ("synthetic", "synthetic_hard", "random", "full")]
@@ -131,7 +115,7 @@ def reference(softlabel_set, tmp_path_factory):
 # student at epoch 8 (its relabelled subset is recomputed on resume); save 19 in the full run at 2.
 @pytest.mark.parametrize("sig, at, where", [(signal.SIGINT, 7, (1, 2)), (signal.SIGTERM, 16, (2, 8)),
                                             (signal.SIGTERM, 19, (3, 2))])
-def test_signal_in_process_then_resume(softlabel_set, reference, tmp_path, monkeypatch, sig, at, where):
+def test_signal_in_process_then_resume(softlabel_set, reference, tmp_path, monkeypatch, sig, at, where, procs):
     from dsdistill.condenser import Checkpointer
 
     saves = []
@@ -148,12 +132,12 @@ def test_signal_in_process_then_resume(softlabel_set, reference, tmp_path, monke
     result = CliRunner().invoke(main, eval_args(softlabel_set, out))
     assert result.exit_code == 130, result.output
     assert f"interrupted; state saved to {out}.ckpt{RESUME_HINT}" in result.output
-    assert len(saves) == at and progress(f"{out}.ckpt") == where and not out.exists()
+    assert len(saves) == at and procs.progress(f"{out}.ckpt") == where and not out.exists()
     monkeypatch.setattr(Checkpointer, "save", real_save)
     with weights_recorded() as weights:
         result = CliRunner().invoke(main, eval_args(softlabel_set, out) + ["--resume"])
     assert result.exit_code == 0, result.output
-    assert report_numbers(out) == reference[0]
+    assert procs.report_numbers(out) == reference[0]
     assert weights == reference[1][where[0]:]  # the finished students were not retrained
     assert not (tmp_path / "out.json.ckpt").exists()
 
@@ -188,11 +172,11 @@ def test_sigkill_then_resume_gives_the_same_report(softlabel_set, reference, tmp
     proc = procs.start(eval_args(softlabel_set, out), tmp_path)
     procs.wait_for_saves(proc, ckpt, random.Random(0).randint(8, 30))
     procs.kill9(proc)
-    done, epoch = progress(ckpt)
+    done, epoch = procs.progress(ckpt)
     assert (done, epoch) > (0, 0) and not out.exists()
     with weights_recorded() as weights:
         result = CliRunner().invoke(main, eval_args(softlabel_set, out) + ["--resume"])
     assert result.exit_code == 0, result.output
-    assert report_numbers(out) == reference[0]
+    assert procs.report_numbers(out) == reference[0]
     assert weights == reference[1][done:]
     assert not ckpt.exists()
