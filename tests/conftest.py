@@ -69,3 +69,30 @@ def mnist():
     from dsdistill.data import load_real
 
     return load_real("mnist")
+
+
+def mutate_bytes(raw: bytes, edits: list[tuple[str, float, int]], cut: float | None) -> bytes:
+    """A fuzzed copy of a file: bit flips / byte overwrites at relative positions, then truncation.
+
+    Args:
+        raw: The valid file's bytes.
+        edits: ``(op, where, value)`` with op ``"flip"`` (flip bit ``value % 8``) or ``"set"``, and
+            ``where`` in [0, 1) a relative offset.
+        cut: Keep this fraction of the bytes (None: no truncation). With no edit and no cut the last
+            byte is dropped, so every example mutates something.
+    """
+    data = bytearray(raw)
+    for op, where, value in edits:
+        i = int(where * len(data))
+        data[i] = data[i] ^ (1 << (value % 8)) if op == "flip" else value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    if not edits and cut is None:
+        data = data[: len(data) - 1]
+    return bytes(data)
+
+
+@pytest.fixture(scope="session")
+def fuzz_bytes():
+    """:func:`mutate_bytes` (importlib mode cannot import a conftest by name)."""
+    return mutate_bytes

@@ -144,18 +144,11 @@ byte_edits = st.lists(st.tuples(st.sampled_from(["flip", "set"]), st.floats(0, 1
 @FUZZ
 @given(base=st.sampled_from(sorted(BASES)), edits=byte_edits,
        cut=st.one_of(st.none(), st.floats(0, 1, exclude_max=True)))
-def test_byte_mutations(originals, tmp_path_factory, base, edits, cut) -> None:
+def test_byte_mutations(originals, tmp_path_factory, fuzz_bytes, base, edits, cut) -> None:
     raw, original = originals[base]
-    data = bytearray(raw)
-    for op, where, value in edits:
-        i = int(where * len(data))
-        data[i] = data[i] ^ (1 << (value % 8)) if op == "flip" else value
-    if cut is not None:
-        data = data[: int(cut * len(data))]
-    if not edits and cut is None:
-        data = data[: len(data) - 1]  # always mutate something
+    data = fuzz_bytes(raw, edits, cut)
     path = tmp_path_factory.getbasetemp() / f"bytes-{base}.h5"
-    path.write_bytes(bytes(data))
+    path.write_bytes(data)
     check(path, original, "truncation+bytes" if cut is not None else "bytes")
 
 
