@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,22 @@ def mutate_bytes(raw: bytes, edits: list[tuple[str, float, int]], cut: float | N
 def fuzz_bytes():
     """:func:`mutate_bytes` (importlib mode cannot import a conftest by name)."""
     return mutate_bytes
+
+
+def run_torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node NPROC -m dsdistill ARGS`` on CPU (gloo, one thread
+    per process); skips the test when no rendezvous port is free, fails on any other error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(nproc), "-m", "dsdistill", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0 and "Address already in use" in proc.stderr:
+        pytest.skip("no free port for the rendezvous")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """:func:`run_torchrun` (importlib mode cannot import a conftest by name)."""
+    return run_torchrun

@@ -1,17 +1,13 @@
 """``torchrun --nproc_per_node 2`` (gloo on CPU) gives the same evaluation as one process."""
 
 import json
-import os
-import subprocess
-import sys
 
-import pytest
 from click.testing import CliRunner
 
 from dsdistill.cli import main
 
 
-def test_two_process_evaluation_equals_one_process(tiny_name, tmp_path):
+def test_two_process_evaluation_equals_one_process(tiny_name, tmp_path, torchrun):
     syn = tmp_path / "r.h5"
     runner = CliRunner()
     assert runner.invoke(main, ["condense", "-m", "random", "-d", tiny_name, "--ipc", "2", "-o", str(syn),
@@ -19,13 +15,7 @@ def test_two_process_evaluation_equals_one_process(tiny_name, tmp_path):
     args = ["evaluate", str(syn), "--epochs", "3", "--runs", "2", "--model", "convnet,mlp", "-q", "--threads", "1"]
     single = runner.invoke(main, args + ["--json", str(tmp_path / "one.json")])
     assert single.exit_code == 0, single.output
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "dsdistill", *args, "--json", str(tmp_path / "two.json")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0 and "Address already in use" in proc.stderr:
-        pytest.skip("no free port for the rendezvous")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = torchrun([*args, "--json", str(tmp_path / "two.json")])
     one = json.loads((tmp_path / "one.json").read_text())
     two = json.loads((tmp_path / "two.json").read_text())
     key = lambda r: (r["model"], r["run"], r["kind"])  # noqa: E731

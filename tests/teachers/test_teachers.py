@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -149,17 +147,11 @@ def test_cli_teachers(tiny_name, tmp_path):
     assert res.exit_code == 2 and "does not fit" in res.output and "Traceback" not in res.output
 
 
-def test_torchrun_one_model_per_process(tiny_name, tmp_path):
+def test_torchrun_one_model_per_process(tiny_name, tmp_path, torchrun):
     args = ["teachers", "-d", tiny_name, "--models", "convnet_bn,shufflenetv2", "--epochs", "1", "--lr", "0.05", "-q",
             "--threads", "1"]
     assert CliRunner().invoke(main, args + ["-o", str(tmp_path / "one")]).exit_code == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "dsdistill", *args, "-o", str(tmp_path / "two")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0 and "Address already in use" in proc.stderr:
-        pytest.skip("no free port for the rendezvous")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = torchrun([*args, "-o", str(tmp_path / "two")])
     assert proc.stdout.count("| shufflenetv2 |") == 1  # only rank 0 prints
     for name in ("convnet_bn", "shufflenetv2"):
         a, b = _state(tmp_path / "one", name), _state(tmp_path / "two", name)
