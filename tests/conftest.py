@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dsdistill.condenser import Checkpointer
 from dsdistill.data.paths import default_data_root
 
 
@@ -118,3 +119,22 @@ def run_torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess
 def torchrun():
     """:func:`run_torchrun` (importlib mode cannot import a conftest by name)."""
     return run_torchrun
+
+
+class StopAt(Checkpointer):
+    """A checkpointer that requests a stop (as SIGINT would) when iteration ``stop_at`` is reached."""
+
+    def __init__(self, path, stop_at: int, **kwargs) -> None:
+        super().__init__(path, **kwargs)
+        self.stop_at = stop_at
+
+    def due(self, iteration: int) -> bool:
+        if iteration == self.stop_at:
+            self.stop_requested = True
+        return super().due(iteration)
+
+
+@pytest.fixture(scope="session")
+def stop_at():
+    """:class:`StopAt` (importlib mode cannot import a conftest by name)."""
+    return StopAt

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from dsdistill.condenser import Checkpointer, Interrupted
@@ -38,24 +39,12 @@ def test_dm_reduces_its_loss_and_is_deterministic(tiny_real):
     assert not torch.equal(a.images, init)  # the images moved
 
 
-def test_resume_after_interruption_is_bitwise_identical(tiny_real, tmp_path):
+def test_resume_after_interruption_is_bitwise_identical(tiny_real, tmp_path, stop_at):
     cfg = {"iterations": 10, "batch_real": 8}
     full = DM.from_settings("tiny", 2, cfg).condense(tiny_real, 2, seed=7, progress=False)
-    ckpt = Checkpointer(tmp_path / "run.ckpt", every=3)
-    ckpt.stop_requested = False
-
-    class StopAt4(Checkpointer):
-        def due(self, iteration):
-            if iteration == 4:
-                self.stop_requested = True
-            return super().due(iteration)
-
-    stopper = StopAt4(tmp_path / "run.ckpt", every=3)
-    try:
-        DM.from_settings("tiny", 2, cfg).condense(tiny_real, 2, seed=7, progress=False, checkpoint=stopper)
-        raise AssertionError("expected an interruption")
-    except Interrupted:
-        pass
+    with pytest.raises(Interrupted):
+        DM.from_settings("tiny", 2, cfg).condense(tiny_real, 2, seed=7, progress=False,
+                                                  checkpoint=stop_at(tmp_path / "run.ckpt", 4, every=3))
     assert torch.load(tmp_path / "run.ckpt", weights_only=True)["iteration"] == 4
     resumed = DM.from_settings("tiny", 2, cfg).condense(
         tiny_real, 2, seed=7, progress=False, checkpoint=Checkpointer(tmp_path / "run.ckpt", every=3, resume=True))

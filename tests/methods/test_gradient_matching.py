@@ -120,19 +120,13 @@ def test_condense_is_deterministic_and_moves_the_images(tiny_real):
 
 
 @pytest.mark.parametrize("method", [DC, DSAMatching])
-def test_resume_after_interruption_is_bitwise_identical(method, tiny_real, tmp_path):
+def test_resume_after_interruption_is_bitwise_identical(method, tiny_real, tmp_path, stop_at):
     cfg = {"iterations": 5, "batch_real": 6, "outer_loop": 2, "inner_loop": 2}
     full = method.from_settings("tiny", 2, cfg).condense(tiny_real, 2, seed=7, progress=False)
 
-    class StopAt2(Checkpointer):
-        def due(self, iteration):
-            if iteration == 2:
-                self.stop_requested = True
-            return super().due(iteration)
-
     with pytest.raises(Interrupted):
         method.from_settings("tiny", 2, cfg).condense(tiny_real, 2, seed=7, progress=False,
-                                                      checkpoint=StopAt2(tmp_path / "run.ckpt", every=3))
+                                                      checkpoint=stop_at(tmp_path / "run.ckpt", 2, every=3))
     assert torch.load(tmp_path / "run.ckpt", weights_only=True)["iteration"] == 2
     resumed = method.from_settings("tiny", 2, cfg).condense(
         tiny_real, 2, seed=7, progress=False, checkpoint=Checkpointer(tmp_path / "run.ckpt", every=3, resume=True))
