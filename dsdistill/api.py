@@ -107,7 +107,7 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
                   progress: bool = True, deterministic: bool = False, robustness: bool = False,
                   overwrite: bool = True, resume: bool = False, checkpoint_every: int = 0,
                   teachers: str | None = None, online_teacher: bool = False, full_acc: float | None = None,
-                  full_epochs: int = 0):
+                  full_epochs: int = 0, clip_model: str | None = None, clip_weights: str | None = None):
     """Load a synthetic set file, evaluate it (see :func:`dsdistill.evaluators.evaluate`), optionally
     write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`.
 
@@ -118,7 +118,11 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
     before any work (the CLI's default).
 
     Under ``torchrun`` the (model, run) students are split across processes and gathered; only rank
-    0 writes the report. Results equal a single-process run with the same seed."""
+    0 writes the report. Results equal a single-process run with the same seed.
+
+    Protocols with their own loop (label-light methods: ``infer``, ``nrr``, ``hello``) are objects
+    with an ``evaluate_set`` method; they receive ``teachers``, ``online_teacher``, ``full_acc``,
+    ``full_epochs``, ``clip_model`` and ``clip_weights`` as ``options``."""
     _registries()
     from dsdistill.graph_api import evaluate_graph_file, is_graph_file
 
@@ -158,7 +162,16 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
     real = load_real(dataset or syn.dataset, data_root, download=download, zca=syn.space == "zca", zca_eps=zca_eps)
     from dsdistill.evaluators import evaluate_softlabel, protocol_for
 
-    if protocol_for(syn, protocol).name == "softlabel" or teachers or online_teacher:  # evaluators/softlabel.py
+    chosen = protocol_for(syn, protocol)
+    if hasattr(chosen, "evaluate_set"):  # a protocol with its own student loop
+        options = {"teachers": teachers, "online_teacher": online_teacher, "full_acc": full_acc,
+                   "full_epochs": full_epochs, "clip_model": clip_model, "clip_weights": clip_weights}
+        report = chosen.evaluate_set(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,
+                                     seed=seed, device=device, baseline=baseline, progress=progress, file=str(file),
+                                     checkpoint=checkpoint, options=options)
+    elif clip_model or clip_weights:
+        raise ConfigError(f"--clip-model/--clip-weights belong to the hello protocol, not {chosen.name!r}")
+    elif chosen.name == "softlabel" or teachers or online_teacher:  # evaluators/softlabel.py
         if protocol_for(syn, protocol).name != "softlabel":
             raise ConfigError("--teachers and --online-teacher belong to --protocol softlabel")
         report = evaluate_softlabel(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,

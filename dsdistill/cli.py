@@ -125,14 +125,23 @@ def _device(device: str) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.ckpt if present.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=50, help="Iterations between checkpoints.")
+@click.option("--clip-model", default=None, help="hello: open_clip model name or config JSON (same as -p clip_model=).")
+@click.option("--clip-weights", type=click.Path(dir_okay=False), default=None,
+              help="hello: local weights file of the CLIP backbone; nothing is downloaded (same as -p clip_weights=).")
 @common_data_options
 @user_errors
 def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwrite, resume, checkpoint_every,
-             data_root, download, device, threads, quiet, deterministic):
+             clip_model, clip_weights, data_root, download, device, threads, quiet, deterministic):
     """Condense DATASET into IPC synthetic images per class and write OUTPUT (HDF5)."""
     from dsdistill.api import condense as run_condense
 
-    syn = run_condense(method, dataset, ipc, output=output, iterations=iterations, params=parse_params(param),
+    params = parse_params(param)
+    for key, value in (("clip_model", clip_model), ("clip_weights", clip_weights)):
+        if value is not None:
+            if key in params and params[key] != value:
+                raise ConfigError(f"--{key.replace('_', '-')} and -p {key}= disagree; give one of them")
+            params[key] = value
+    syn = run_condense(method, dataset, ipc, output=output, iterations=iterations, params=params,
                        seed=seed, zca=zca, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
                        data_root=data_root, download=download, device=_device(device), threads=threads,
                        progress=not quiet, deterministic=deterministic)
@@ -150,7 +159,8 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
               help="Student model(s), comma-separated [default: convnet; gin,gcn for graph sets].")
 @click.option("--runs", type=click.IntRange(min=1), default=3, help="Students per model (seeds).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's epochs.")
-@click.option("--protocol", default=None, help="dc | tm | softlabel | graph (default: what the file asks for).")
+@click.option("--protocol", default=None,
+              help="dc | tm | softlabel | infer | nrr | hello | graph (default: what the file asks for).")
 @click.option("--lr", type=float, default=None, help="Override the student learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0)
@@ -172,11 +182,15 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
               help="softlabel: full-data hard-label accuracy (fraction) for HLR.")
 @click.option("--full-epochs", type=click.IntRange(min=0), default=0,
               help="softlabel: also train on the full real training split for this many epochs (for HLR).")
+@click.option("--clip-model", default=None,
+              help="hello: open_clip model name or config JSON of the frozen backbone (default: the file's).")
+@click.option("--clip-weights", type=click.Path(dir_okay=False), default=None,
+              help="hello: local weights file of the frozen CLIP backbone (default: the path the file records).")
 @common_data_options
 @user_errors
 def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, robustness, dataset, json_path,
-             overwrite, resume, checkpoint_every, teachers, online_teacher, full_acc, full_epochs, data_root,
-             download, device, threads, quiet, deterministic):
+             overwrite, resume, checkpoint_every, teachers, online_teacher, full_acc, full_epochs, clip_model,
+             clip_weights, data_root, download, device, threads, quiet, deterministic):
     """Train fresh students on FILE and report test accuracy next to the random baseline."""
     from dsdistill.api import evaluate_file
 
@@ -187,7 +201,7 @@ def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_basel
                            threads=threads, progress=not quiet, deterministic=deterministic, robustness=robustness,
                            overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
                            teachers=teachers, online_teacher=online_teacher, full_acc=full_acc,
-                           full_epochs=full_epochs)
+                           full_epochs=full_epochs, clip_model=clip_model, clip_weights=clip_weights)
     from dsdistill import distributed
 
     if distributed.is_main():

@@ -7,6 +7,7 @@ class 1, and so on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +19,35 @@ if TYPE_CHECKING:
 
 Space = Literal["pixel", "normalized", "zca"]
 SPACES = ("pixel", "normalized", "zca")
+COMPONENT_PARTS = ("images", "labels", "label_generator")
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_STORAGE_KEY = {"images": "component_images", "labels": "component_labels", "label_generator": "label_generator"}
+
+
+@dataclass
+class Component:
+    """A method-specific array stored with the set (INFER compensators, NRR distances, HeLlO adapters).
+
+    Attributes:
+        values: Any shape; float16/32/64, int8-64 or uint8 (bool is stored as uint8).
+        part: The storage bucket that counts its bytes: ``"images"`` (counted image budget),
+            ``"labels"`` (label storage) or ``"label_generator"`` (a model that produces labels).
+        meta: Small JSON-serialisable metadata (stored as JSON text).
+    """
+
+    values: Tensor
+    part: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.part not in COMPONENT_PARTS:
+            raise ValueError(f"component part must be one of {COMPONENT_PARTS}, got {self.part!r}")
+        if not isinstance(self.values, Tensor):
+            raise ValueError("component values must be a tensor")
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.numel() * (1 if self.values.dtype == torch.bool else self.values.element_size())
 
 
 @dataclass
@@ -67,6 +97,8 @@ class SyntheticSet:
         protocol: Evaluation protocol the set was made for (``"dc"``, ``"tm"``, ...), or None.
         replay: Optional FKD-style per-epoch replay labels (augmentation parameters and the
             teacher's labels of each augmented sample), see :mod:`dsdistill.softlabels`.
+        components: Method-specific arrays by name (:class:`Component`), e.g. INFER's
+            compensators; names match ``[A-Za-z0-9_.-]{1,128}``.
     """
 
     images: Tensor
@@ -85,6 +117,7 @@ class SyntheticSet:
     provenance: dict[str, Any] = field(default_factory=dict)
     protocol: str | None = None
     replay: "ReplayLabels | None" = None
+    components: dict[str, Component] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -96,6 +129,11 @@ class SyntheticSet:
         if self.replay is not None and self.replay.num_samples != self.images.shape[0]:
             raise ValueError(f"replay labels cover {self.replay.num_samples} samples, the set has "
                              f"{self.images.shape[0]} images")
+        for name, comp in self.components.items():
+            if not isinstance(name, str) or not COMPONENT_NAME.match(name):
+                raise ValueError(f"component name {name!r} must match [A-Za-z0-9_.-]{{1,128}}")
+            if not isinstance(comp, Component):
+                raise ValueError(f"component {name!r} must be a Component")
 
     @property
     def num_images(self) -> int:
@@ -122,8 +160,10 @@ class SyntheticSet:
         """Bytes needed to train on this set, by part (as stored: float32 images, int64 labels).
 
         Returns:
-            ``{"images", "labels", "soft_labels", "lr", "replay_labels", "replay_params", "total"}``
-            (replay: the per-epoch soft labels, and their crop/flip/mix parameters).
+            ``{"images", "labels", "soft_labels", "lr", "replay_labels", "replay_params",
+            "component_images", "component_labels", "label_generator", "total"}`` (replay: the
+            per-epoch soft labels, and their crop/flip/mix parameters; component_*: the bytes of
+            :attr:`components` in each part).
             Preprocessing (ZCA matrices, normalisation stats) is a property of the dataset,
             reported separately by :func:`dsdistill.io.hdf5.describe`.
         """
@@ -135,6 +175,9 @@ class SyntheticSet:
             "lr": 0 if self.lr is None else 4,
             "replay_labels": 0 if self.replay is None else self.replay.storage_bytes()["labels"],
             "replay_params": 0 if self.replay is None else self.replay.storage_bytes()["params"],
+            **{key: 0 for key in _STORAGE_KEY.values()},
         }
+        for comp in self.components.values():
+            parts[_STORAGE_KEY[comp.part]] += comp.nbytes
         parts["total"] = sum(parts.values())
         return parts

@@ -96,4 +96,7 @@ class EvalReport:
             gain = f"{syn['mean'] - rnd['mean']:+.2f}" if syn and rnd else "–"
             store = f"{kb:.1f} KiB" + (f" ({100 * ratio:.3f}% of full)" if ratio else "")
             lines.append(f"| {model} | {fmt(syn)} | {fmt(rnd)} | {gain} | {store} |")
-        return "\n".join(lines)
+        from dsdistill.evaluators.storage import storage_lines
+
+        extra = storage_lines(self.storage)
+        return "\n".join(lines + ([""] + extra if extra else []))

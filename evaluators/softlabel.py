@@ -44,6 +44,7 @@ from dsdistill.condenser import Checkpointer, signal_guard
 from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
 from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
+from dsdistill.evaluators.storage import storage_breakdown, storage_lines
 from dsdistill.evaluators.report import EvalReport, RunResult
 from dsdistill.evaluators.softlabel_train import OnlineSource, ReplaySource, train_student
 from dsdistill.models import build_model
@@ -97,10 +98,8 @@ class SoftLabelReport(EvalReport):
             lines.append(f"| {model} | {fmt(kinds.get('synthetic'))} | {fmt(kinds.get('synthetic_hard'))} | "
                          f"{fmt(kinds.get('random'))} | {fmt(kinds.get('full'))} | {num(sc.get('ior'))} | "
                          f"{num(sc.get('hlr'))} |")
-        lines += ["", f"storage: images {st.get('images', 0):,} B, soft labels {st.get('replay_labels', 0):,} B, "
-                      f"replay parameters {st.get('replay_params', 0):,} B, total {st.get('total', 0):,} B"
-                  + (f"; teachers {self.storage.get('teacher_bytes', 0):,} B needed at training time"
-                     if self.protocol.get("online_teacher") else ""),
+        lines += ["", f"label storage: soft labels {st.get('replay_labels', 0):,} B, replay parameters "
+                      f"{st.get('replay_params', 0):,} B", *storage_lines(self.storage),
                   "IOR = Acc(syn, soft) - Acc(random, soft); HLR = Acc(full, hard) - Acc(syn, hard); "
                   "accuracy fractions (DD-Ranking)"]
         notes = sorted({n for sc in self.scores.values() for n in sc.get("notes", [])})
@@ -284,13 +283,11 @@ def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",)
     order = {job: i for i, job in enumerate(all_jobs)}
     report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
     report.scores = {model: _scores(kinds_, full_acc) for model, kinds_ in report.summary().items()}
-    full_bytes = real.train_images.shape[0] * real.train_images[0].numel()
-    storage = syn.storage_bytes()
-    report.storage = {"synthetic": storage, "full_train_uint8_bytes": full_bytes,
-                      "ratio_to_full": storage["total"] / full_bytes, "training_instances": syn.num_images,
-                      "label_bytes": storage["replay_labels"] + storage["replay_params"] + storage["soft_labels"]}
+    teacher_bytes = 0 if not online_teacher else sum(p_.numel() * p_.element_size() for t in committee
+                                                     for p_ in t.model.state_dict().values())
+    report.storage = storage_breakdown(syn, real, epochs=epochs, training_models={
+        f"teachers (online: {', '.join(t.name for t in committee)})": teacher_bytes} if online_teacher else None)
     if online_teacher:
-        report.storage["teacher_bytes"] = sum(p_.numel() * p_.element_size() for t in committee
-                                              for p_ in t.model.state_dict().values())
+        report.storage["teacher_bytes"] = teacher_bytes
         report.settings["online_teacher_note"] = ONLINE_NOTE
     return report

@@ -22,6 +22,7 @@ from dsdistill.errors import ConfigError
 from dsdistill.condenser import Checkpointer
 from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
 from dsdistill.evaluators.protocols import Protocol, protocol_for
+from dsdistill.evaluators.storage import storage_breakdown
 from dsdistill.evaluators.report import EvalReport, RunResult
 from dsdistill.models import build_model
 from dsdistill.perf import prepare_model
@@ -139,11 +140,7 @@ def evaluate(
     bar.close()
     order = {job: i for i, job in enumerate(all_jobs)}
     report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
-    full_bytes = real.train_images.shape[0] * real.train_images[0].numel()  # uint8 pixels
-    storage = syn.storage_bytes()
-    report.storage = {"synthetic": storage, "full_train_uint8_bytes": full_bytes,
-                      "ratio_to_full": storage["total"] / full_bytes,
-                      "training_instances": syn.num_images}
+    report.storage = storage_breakdown(syn, real, epochs=proto.settings.epochs if soft is not None else None)
     return report
 
 def _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device) -> None:

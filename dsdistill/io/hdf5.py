@@ -20,12 +20,16 @@ Layout (``N`` images of ``C x H x W``, ``K`` classes, ``D = C*H*W``)::
                            int16|int32 (E, N, k), order int32 (E, N) [batch-specific only],
                            settings_json (scalar string: how the labels were made)
     /lr                    float32 scalar, learned student lr                          [optional]
+    /components/<name>     method-specific arrays (dsdistill.synthetic.Component): any shape, float16/32/64
+                           or int8-64/uint8; attrs part ("images" | "labels" | "label_generator": the
+                           storage bucket counting its bytes), meta_json (JSON text)      [optional]
     /preprocess            attrs space [, zca_eps]; datasets mean (C,), std (C,) float64 and
                            zca_mean (1, D), zca_matrix (D, D), zca_inverse (D, D) float32 [optional]
     /classes               fixed-length UTF-8 (K,)                                    [optional]
     /provenance/config_json  scalar fixed-length UTF-8 JSON of ``SyntheticSet.provenance``
     /storage               int64 attrs images, labels, soft_labels, lr, replay_labels,
-                           replay_params, preprocessing (bytes,
+                           replay_params, component_images, component_labels, label_generator,
+                           preprocessing (bytes,
                            uncompressed) and total (= SyntheticSet.storage_bytes()["total"],
                            preprocessing excluded); string attr description
 
@@ -55,7 +59,7 @@ from dsdistill.io.checksum import DIGEST_ATTR, content_digest
 from dsdistill.io.checksum import verify as verify_checksum
 from dsdistill.io.validate import (ENCODING_TYPE, ENCODING_VERSION, FORMAT, FORMAT_VERSION,
                                    Checker, check_header, check_savable, inspect_image, open_h5)
-from dsdistill.synthetic import SoftLabels, SyntheticSet
+from dsdistill.synthetic import Component, SoftLabels, SyntheticSet
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_synthetic", "load_synthetic", "read_header",
            "describe"]
@@ -65,8 +69,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "save_synthetic", "load_synthetic", "read
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_CAP = 64 << 20  # bytes per image chunk
 _STORAGE_NOTE = ("bytes per part as stored uncompressed; total = images + labels + soft_labels + lr + "
-                 "replay_labels + replay_params (what training on the set needs); preprocessing belongs "
-                 "to the dataset")
+                 "replay_labels + replay_params + component_images + component_labels + label_generator "
+                 "(what training on the set needs); preprocessing belongs to the dataset")
+_COMPONENT_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64,
+                     torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
+                     torch.uint8: np.uint8, torch.bool: np.uint8}
 
 
 def _text(value: str | list[str]) -> np.ndarray:
@@ -125,7 +132,7 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
     rows = max(1, min(rows, _CHUNK_CAP // (c * h * w * 4)))
     config_json = json.dumps(syn.provenance, default=_json_default)
     sizes = {"images": 0, "labels": 0, "soft_labels": 0, "lr": 0, "replay_labels": 0, "replay_params": 0,
-             "preprocessing": 0}
+             "component_images": 0, "component_labels": 0, "label_generator": 0, "preprocessing": 0}
     with atomic_path(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             root = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -152,6 +159,8 @@ def save_synthetic(syn: SyntheticSet, path: str | os.PathLike[str], *, overwrite
             if syn.lr is not None:
                 f.create_dataset("lr", data=np.float32(syn.lr))
                 sizes["lr"] = 4
+            if syn.components:
+                _put_components(f.create_group("components"), syn.components, sizes)
             pre = f.create_group("preprocess")
             pre.attrs["space"] = _text(syn.space)
             for name, stat in (("mean", syn.mean), ("std", syn.std)):
@@ -193,6 +202,26 @@ def _put_replay(g: h5py.Group, rp: Any) -> tuple[int, int]:
                     "height": np.int64(rp.size[0]), "width": np.int64(rp.size[1]),
                     "micro_batch": np.int64(rp.micro_batch)})
     return labels, params
+
+
+def _put_components(g: h5py.Group, components: dict[str, Component], sizes: dict[str, int]) -> None:
+    """Write each component as ``g/<name>`` with attrs part and meta_json; add its bytes to ``sizes``."""
+    key = {"images": "component_images", "labels": "component_labels", "label_generator": "label_generator"}
+    for name in sorted(components):
+        comp = components[name]
+        arr = np.ascontiguousarray(comp.values.detach().cpu().numpy().astype(_COMPONENT_DTYPES[comp.values.dtype]))
+        sizes[key[comp.part]] += _put(g, name, arr)
+        g[name].attrs.update({"part": _text(comp.part),
+                              "meta_json": _text(json.dumps(comp.meta, default=_json_default))})
+
+
+def _read_components(lay: dict[str, Any], chk: Any) -> dict[str, Component]:
+    out = {}
+    for name, (ds, part, meta) in (lay["components"] or {}).items():
+        arr = np.asarray(ds[()])
+        out[name] = Component(torch.from_numpy(np.ascontiguousarray(arr)), part,
+                              {} if meta is None else chk.json_text(meta, f"{ds.name} meta_json"))
+    return out
 
 
 def _read_replay(rl: dict[str, Any], chk: Any, n: int, k: int, src: tuple[int, int]) -> Any:
@@ -285,13 +314,14 @@ def load_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
             zca["eps"] = lay["zca_eps"]
         classes = [] if lay["classes"] is None else chk.text(lay["classes"])
         provenance = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
+        components = _read_components(lay, chk)
         verify_checksum(f, chk, {lay["images"].name: images.numpy()})  # after all other checks
         return SyntheticSet(
             images=images, labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
             num_classes=k, method=header["method"], dataset=header["dataset"], ipc=header["ipc"],
             space=header["space"], mean=stats["mean"], std=stats["std"], zca=zca,
             soft_labels=soft, lr=lr, class_names=classes, provenance=provenance,
-            protocol=header["protocol"], replay=replay)
+            protocol=header["protocol"], replay=replay, components=components)
 
 
 def _bytes(n: int) -> str:
@@ -402,14 +432,22 @@ def describe(path: str | os.PathLike[str]) -> str:
             lines.append(f"  learned lr   {float(lay['lr'][()]):.6g}")
         lines.append(f"  protocol     {hd['protocol'] or 'none recorded'}")
         zca = list(lay["zca"].values()) if lay["zca"] else []
+        comps = lay["components"] or {}
+        for name, (ds, part, _) in comps.items():
+            lines.append(f"  component    {name}: {part}, shape {tuple(ds.shape)}, {ds.dtype}")
+        by_part = {part: _nbytes(*[ds for ds, p, _ in comps.values() if p == part])
+                   for part in ("images", "labels", "label_generator")}
         parts = {"images": _nbytes(lay["images"]), "labels": _nbytes(lay["labels"]),
                  "soft labels": _nbytes(lay["soft"]), "lr": _nbytes(lay["lr"]),
                  **_replay_bytes(lay["replay"]),
+                 **{f"component {p}".replace("component label_generator", "label generator"): v
+                    for p, v in by_part.items() if v},
                  "preprocessing": _nbytes(lay["mean"], lay["std"], *zca)}
         train = sum(v for key, v in parts.items() if key != "preprocessing")
         lines.append("  storage      " + "; ".join(f"{key} {_bytes(v)}" for key, v in parts.items()))
         lines.append(f"               total to train on {_bytes(train)} (images + labels + soft "
-                     f"labels + lr{' + replay labels and parameters' if lay['replay'] else ''}); "
+                     f"labels + lr{' + replay labels and parameters' if lay['replay'] else ''}"
+                     f"{' + components' if comps else ''}); "
                      f"file {_bytes(chk.size)} on disk")
         prov = {} if lay["config_json"] is None else chk.json_object(lay["config_json"])
         extra = _provenance_lines(prov)

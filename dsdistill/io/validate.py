@@ -159,12 +159,16 @@ class Checker:
 
     def json_object(self, ds: h5py.Dataset) -> dict[str, Any]:
         """Parse a scalar string dataset holding a JSON object."""
+        return self.json_text(self.text(ds), ds.name)
+
+    def json_text(self, text: str, where: str) -> dict[str, Any]:
+        """Parse ``text`` (from ``where``) as a JSON object."""
         try:
-            value = json.loads(self.text(ds))
+            value = json.loads(text)
         except (ValueError, RecursionError) as err:
-            raise self.fail(f"{ds.name} is not valid JSON ({_short(err)})") from None
+            raise self.fail(f"{where} is not valid JSON ({_short(err)})") from None
         if not isinstance(value, dict):
-            raise self.fail(f"{ds.name} is not a JSON object")
+            raise self.fail(f"{where} is not a JSON object")
         return value
 
     # ---- members ----------------------------------------------------------------------------
@@ -354,12 +358,33 @@ def inspect_image(f: h5py.File, chk: Checker, header: dict[str, Any]) -> dict[st
     prov = chk.member(f, "provenance", h5py.Group, required=False)
     lay["config_json"] = None if prov is None else chk.dataset(
         prov, "config_json", kinds="S", shape=(), required=False)
+    lay["components"] = inspect_components(f, chk)
     lay["storage"] = chk.member(f, "storage", h5py.Group, required=False)
     if lay["storage"] is not None:
         for name in lay["storage"].attrs:
             if name != "description":
                 chk.attr_int(lay["storage"], name, 0, 2**62)
     return lay
+
+
+def inspect_components(f: h5py.File, chk: Checker) -> dict[str, tuple[h5py.Dataset, str, Any]] | None:
+    """Check ``/components`` from metadata: ``{name: (dataset, part, meta_json dataset-or-attr)}`` or None."""
+    from dsdistill.synthetic import COMPONENT_NAME, COMPONENT_PARTS
+
+    g = chk.member(f, "components", h5py.Group, required=False)
+    if g is None:
+        return None
+    out = {}
+    for name in sorted(g):
+        if not COMPONENT_NAME.match(name):
+            raise chk.fail(f"/components/{name!r} is not a valid component name")
+        ds = chk.dataset(g, name, kinds="n")
+        part = chk.attr_str(ds, "part")
+        if part not in COMPONENT_PARTS:
+            raise chk.fail(f"/components/{name} has part {part!r}, expected one of {', '.join(COMPONENT_PARTS)}")
+        meta = chk.attr_str(ds, "meta_json", "{}")
+        out[name] = (ds, part, meta)
+    return out
 
 
 REPLAY_INT = ("crops", "flips", "partners", "mix_boxes", "indices", "order")
@@ -447,5 +472,11 @@ def check_savable(syn: SyntheticSet) -> None:
             problem = f"replay labels have {syn.replay.num_classes} classes, the set {k}"
         if problem:
             raise ValueError(f"replay labels cannot be stored: {problem}")
+    for name, comp in syn.components.items():
+        if comp.values.dtype not in (torch.float16, torch.float32, torch.float64, torch.int8, torch.int16,
+                                     torch.int32, torch.int64, torch.uint8, torch.bool):
+            raise ValueError(f"component {name!r} has dtype {comp.values.dtype}, which cannot be stored")
+        if comp.values.numel() > MAX_ELEMENTS:
+            raise ValueError(f"component {name!r} is too large to store")
     if syn.class_names and len(syn.class_names) != k:
         raise ValueError(f"class_names must have {k} entries, got {len(syn.class_names)}")
