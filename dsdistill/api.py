@@ -88,7 +88,11 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
     real = load_real(key, data_root, download=download, zca=zca)
     checkpoint = None
     if output is not None and hasattr(condenser.config, "iterations"):
-        checkpoint = Checkpointer(f"{output}.ckpt", every=checkpoint_every, resume=resume)
+        import dataclasses
+
+        settings = {k: v for k, v in dataclasses.asdict(condenser.config).items() if k != "iterations"}
+        checkpoint = Checkpointer(f"{output}.ckpt", every=checkpoint_every, resume=resume, signature={
+            "method": method, "dataset": key, "ipc": ipc, "seed": seed, "zca": zca, **settings})
     syn = condenser.condense(real, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
     from dsdistill import distributed
 

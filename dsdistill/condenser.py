@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -97,23 +98,39 @@ class Checkpointer:
         path: Checkpoint file (e.g. ``out.h5.ckpt``).
         every: Save every this many iterations (0 disables periodic saves).
         resume: Load ``path`` at start if it exists.
+        signature: What the run is (method, dataset, IPC, seed, settings), as a flat dict of
+            JSON-able values. Saved with every checkpoint; resuming a checkpoint whose signature
+            differs raises ConfigError naming the differences, instead of silently continuing a
+            different run. ``iterations`` is deliberately left out by callers: resuming with more
+            iterations extends a run.
     """
 
-    def __init__(self, path: str | os.PathLike, every: int = 50, resume: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, every: int = 50, resume: bool = False,
+                 signature: dict[str, Any] | None = None) -> None:
         self.path, self.every, self.resume = Path(path), every, resume
+        self.signature = None if signature is None else json.dumps(signature, sort_keys=True, default=str)
         self.stop_requested = False
 
     def load(self) -> dict[str, Any] | None:
         if self.resume and self.path.exists():
             try:
-                return torch.load(self.path, weights_only=True)
+                state = torch.load(self.path, weights_only=True)
             except Exception as exc:  # corrupt checkpoint: say so rather than silently restart
                 raise ConfigError(f"checkpoint {self.path} is unreadable ({exc}); delete it to start over") from exc
+            stored = state.pop("run_signature", None) if isinstance(state, dict) else None
+            if self.signature is not None and stored is not None and stored != self.signature:
+                mine, theirs = json.loads(self.signature), json.loads(stored)
+                diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise ConfigError(f"checkpoint {self.path} belongs to a different run ({', '.join(diff)} differ); "
+                                  "resume with the original settings, or delete it (or use --overwrite) to start over")
+            return state
         return None
 
     def save(self, state: dict[str, Any]) -> None:
         from dsdistill.io.atomic import atomic_path  # temp file, fsync, rename: a kill never leaves half a file
 
+        if self.signature is not None:
+            state = {**state, "run_signature": self.signature}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 

@@ -265,7 +265,9 @@ class DecoupledCondenser(Condenser):
         if checkpoint is None or distributed.world_size() == 1:
             return checkpoint
         r, w = distributed.rank(), distributed.world_size()
-        return Checkpointer(f"{checkpoint.path}.rank{r}of{w}", every=checkpoint.every, resume=checkpoint.resume)
+        out = Checkpointer(f"{checkpoint.path}.rank{r}of{w}", every=checkpoint.every, resume=checkpoint.resume)
+        out.signature = checkpoint.signature
+        return out
 
     def _recover_all(self, real, ipc, seed, device, progress, checkpoint, teachers, plan, items):
         cfg, K = self.config, real.num_classes
