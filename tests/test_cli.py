@@ -52,7 +52,8 @@ def test_evaluate_prints_table_and_writes_json(tiny_h5, tmp_path):
 def test_list():
     code, output = run("list")
     methods = next(line for line in output.splitlines() if line.startswith("methods: "))
-    assert code == 0 and "dm" in methods.split(": ")[1].split(", ") and "protocols: dc" in output
+    protocols = next(line for line in output.splitlines() if line.startswith("protocols: "))
+    assert code == 0 and "dm" in methods.split(": ")[1].split(", ") and "dc" in protocols.split(": ")[1].split(", ")
 
 
 def test_config_fills_defaults_and_flags_win(tiny_name, tmp_path):
