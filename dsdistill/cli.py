@@ -160,7 +160,7 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
 @click.option("--runs", type=click.IntRange(min=1), default=3, help="Students per model (seeds).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the protocol's epochs.")
 @click.option("--protocol", default=None,
-              help="dc | tm | softlabel | infer | nrr | hello | graph (default: what the file asks for).")
+              help="dc | tm | softlabel | infer | dbr (nrr) | hello | graph (default: what the file asks for).")
 @click.option("--lr", type=float, default=None, help="Override the student learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0)

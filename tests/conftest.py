@@ -138,3 +138,31 @@ class StopAt(Checkpointer):
 def stop_at():
     """:class:`StopAt` (importlib mode cannot import a conftest by name)."""
     return StopAt
+
+
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+             "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> dict:
+    """A tiny randomly initialised open_clip ModifiedResNet CLIP (32 px, 16-d embedding), registered with
+    open_clip as ``dsd-test-tiny-rn`` and saved as a state dict: ``{"name", "config", "weights", "cfg"}``
+    (``config``: the JSON path; skips without open_clip)."""
+    import json
+
+    import torch
+
+    pytest.importorskip("open_clip")
+    from dsdistill.methods.hello.clip_loader import build_model, import_open_clip
+
+    open_clip = import_open_clip()
+    root = tmp_path_factory.mktemp("clip")
+    (root / "dsd-test-tiny-rn.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(root / "dsd-test-tiny-rn.json")
+    with torch.random.fork_rng():  # open_clip's initialisers draw from the global RNG: restore it afterwards
+        torch.manual_seed(0)
+        model = build_model("dsd-test-tiny-rn", TINY_CLIP)
+    torch.save(model.state_dict(), root / "tiny_rn.pt")
+    return {"name": "dsd-test-tiny-rn", "config": str(root / "dsd-test-tiny-rn.json"),
+            "weights": str(root / "tiny_rn.pt"), "cfg": TINY_CLIP}

@@ -37,4 +37,5 @@ def condenser_overrides(tiny_experts, tiny_teachers) -> dict[str, dict]:
     the teachers directory of the decoupled soft-label methods)."""
     return {"mtt": {"experts": tiny_experts["mtt"]}, "ftd": {"experts": tiny_experts["ftd"]},
             "ast": {"experts": tiny_experts["ast"]}, "datm": {"experts": tiny_experts["ftd"]},
-            "sre2l": {"teachers": tiny_teachers}, "cvdd": {"teachers": tiny_teachers}}
+            "sre2l": {"teachers": tiny_teachers}, "cvdd": {"teachers": tiny_teachers},
+            "infer": {"teachers": tiny_teachers}, "nrr": {"teachers": tiny_teachers}}

@@ -14,14 +14,23 @@ SMALL = {"dm": {"iterations": 2, "batch_real": 4}, "dc": {"iterations": 2, "batc
             for tm in ("mtt", "ftd", "ast")},
          "datm": {"iterations": 2, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 1,
                   "sequential_generation": False},
-         **{dec: {"iterations": 2, "label_epochs": 1, "patch_pool": 8} for dec in ("sre2l", "cvdd")}}
+         **{dec: {"iterations": 2, "label_epochs": 1, "patch_pool": 8} for dec in ("sre2l", "cvdd")},
+         "infer": {"iterations": 2}, "nrr": {"iterations": 2, "label_epochs": 1, "pool": 8, "crops": 2},
+         "hello": {"projector_steps": 2, "projector_batch": 8, "iterations": 1, "patch_pool": 8, "encoder_rank": 2,
+                   "head_rank": 2}}
+IPC = {"infer": 2}  # INFER's budget split needs IPC * K >= M + K (tiny: 2 teachers, 4 classes)
 
 
 @pytest.mark.parametrize("name", CONDENSERS.names())
-def test_smoke(name, tiny_real, tmp_path, condenser_overrides):
+def test_smoke(name, tiny_real, tmp_path, condenser_overrides, request):
     settings = {**SMALL.get(name, {}), **condenser_overrides.get(name, {})}
-    syn = CONDENSERS.get(name).from_settings("tiny", 1, settings).condense(
-        tiny_real, 1, seed=0, progress=False)
+    if name == "hello":  # needs open_clip and a local backbone (skips without the extra)
+        clip = request.getfixturevalue("tiny_clip")
+        settings.update(clip_model=clip["name"], clip_weights=clip["weights"],
+                        teachers=condenser_overrides["sre2l"]["teachers"])
+    ipc = IPC.get(name, 1)
+    syn = CONDENSERS.get(name).from_settings("tiny", ipc, settings).condense(
+        tiny_real, ipc, seed=0, progress=False)
     assert syn.images.shape == (4, 1, 16, 16) and torch.isfinite(syn.images).all()
     assert syn.labels.tolist() == [0, 1, 2, 3] and syn.method == name
     save_synthetic(syn, tmp_path / "s.h5")
