@@ -39,6 +39,8 @@ def test_search_is_recorded_and_chooses_on_validation(tiny3, fast_mirage):
     assert all("val_acc" in e for e in log if e["status"] in ("candidate", "chosen")) or len(
         [e for e in log if e["status"] in ("candidate", "chosen")]) == 1
     assert syn.storage_bytes()["total"] <= syn.provenance["budget_bytes"]
+    prov = syn.provenance  # CPU seconds beside wall seconds (the shared machine's wall time includes waiting)
+    assert 0 <= prov["mining_cpu_seconds"] <= prov["elapsed_cpu_seconds"]
     again = GRAPH_CONDENSERS.get("mirage").from_settings("tiny3", 1, fast_mirage).condense(tiny3, 1, seed=0)
     assert torch.equal(again.node_labels, syn.node_labels) and torch.equal(again.labels, syn.labels)
 
