@@ -18,7 +18,11 @@ parallel processes with separate ``--out`` files, combined afterwards with
 ``--merge a.json,b.json --out bench/results/graph_table``. ``--folds k`` runs a stratified k-fold CV
 instead of the fixed split (Mirage condensed per fold, runs pooled over folds), for small
 datasets whose 10% test split is too small to separate methods (MUTAG: 18 test graphs, one graph
-= 5.6 points).
+= 5.6 points). ``--merge`` also combines rows measured with a different design (``--folds``,
+``--runs``, ``--reuse-full``); the table labels such rows and states their protocol. Session 3's
+table: ``--merge graph_table_s2.json,graph_table_mutag_cv10.json,graph_table_imdb_5seeds.json,
+graph_table_dd_s3_5seeds.json`` (MUTAG by 10-fold CV; IMDB-BINARY and DD with 5 seeds, full-data runs
+0-2 reused from ``graph_table_session1.json`` and runs 3-4 trained).
 
 Equal bytes: see :func:`run_dataset` (DD: one graph per class already costs more than Mirage's
 default set, so the subsets get that larger budget and Mirage keeps its smaller set).
