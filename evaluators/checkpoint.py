@@ -47,6 +47,9 @@ def signature(syn: Any, real: Any, jobs: list[Job], seed: int, settings: dict[st
                   replay.order):
             if t is not None:
                 digest.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    for name, comp in sorted(getattr(syn, "components", {}).items()):  # compensators, DBR labels, adapters
+        digest.update(f"{name}:{comp.part}:{tuple(comp.values.shape)}:{comp.values.dtype}".encode())
+        digest.update(comp.values.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
     return json.dumps({"set": digest.hexdigest(), "lr": syn.lr, "dataset": real.name,
                        "fingerprint": getattr(real, "fingerprint", None), "jobs": [list(j) for j in jobs],
                        "seed": seed, "protocol": settings}, sort_keys=True, default=str)

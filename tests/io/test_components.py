@@ -119,3 +119,14 @@ def test_evaluate_dispatches_to_a_protocol_with_its_own_loop(tmp_path, tiny_name
     report = api.evaluate_file(tmp_path / "s.h5", progress=False, clip_weights="w.pt", checkpoint_every=5)
     assert report.protocol == {"name": "probe_protocol"}
     assert seen["options"]["clip_weights"] == "w.pt" and seen["runs"] == 3 and seen["checkpoint"] is not None
+
+
+def test_evaluation_checkpoint_signature_covers_components(tiny_real):
+    from dsdistill.evaluators.checkpoint import signature
+
+    a = make_set(dbr=Component(torch.zeros(2, K * IPC, 2).half(), "labels"))
+    b = make_set(dbr=Component(torch.ones(2, K * IPC, 2).half(), "labels"))
+    jobs = [("convnet", 0, "synthetic")]
+    assert signature(a, tiny_real, jobs, 0, {}) != signature(b, tiny_real, jobs, 0, {})
+    assert signature(a, tiny_real, jobs, 0, {}) == signature(make_set(dbr=Component(torch.zeros(2, K * IPC, 2).half(),
+                                                                                    "labels")), tiny_real, jobs, 0, {})
