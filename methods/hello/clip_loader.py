@@ -27,6 +27,7 @@ backpropagates through it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,13 @@ def _instantiate(open_clip, name: str, cfg: dict[str, Any]) -> nn.Module:
     registered = not (name.endswith(".json") or Path(name).is_file()) and \
         open_clip.get_model_config(name.replace("/", "-")) is not None
     if registered:
-        return open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_image=False,
-                                      pretrained_text=False, device="cpu")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # open_clip logs "initialized randomly": the weights come next
+        try:
+            return open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_image=False,
+                                          pretrained_text=False, device="cpu")
+        finally:
+            logging.disable(previous)
     from open_clip.model import CLIP, CustomTextCLIP
 
     cfg = dict(cfg)

@@ -28,10 +28,14 @@ What is ambiguous (our choices, all settings):
 
 * the image update's direction: we read "min MSE(E_I(p), E_I(p_hat))" as making the stored,
   downsampled mosaic tile carry the features of its original crop; ``E_I`` = the adapted encoder.
-  With ``patch_factor = 1`` there is no downsampling, the term is zero and the images stay the
-  RDED crops (set ``label_gap_weight > 0`` for the abstract's "mitigate the error between the
-  original and distilled label generators" reading, which updates images so that the projector
-  agrees with the teachers on them);
+  With ``patch_factor = 1`` there is no downsampling and the term is zero; ``label_gap_weight > 0``
+  adds the abstract's reading ("mitigate the error between the original and distilled label
+  generators"): the images move so that the projector agrees with the teachers on them. The recipe
+  for images up to 32 px is ``patch_factor`` 1 with ``label_gap_weight`` 1. Measured on MNIST IPC 10
+  with a small RN CLIP we trained on CIFAR-10 (not OpenAI/LAION weights; ``hello`` protocol, 200
+  epochs, 3 runs; random real subset labelled by the same projector 94.69 +- 0.49):
+  2x2 mosaics + feature update 49.07 +- 1.46 (students learn small tiled digits, the test digits are
+  whole), whole crops without update 93.99 +- 0.49, whole crops + label-gap update 95.23 +- 0.23;
 * ``Y'`` space (we use logits, MSE as G-VBSM's ``mse_gt``), ``lam`` (1.0), which layers get
   adapters (all Conv2d and Linear of the image tower; the paper names conv layers of an RN CLIP),
   LoRA alpha (scale 1), and the projector's training data (augmented real training images);
@@ -155,14 +159,15 @@ class HeLlO(Condenser):
 
     @classmethod
     def recipe(cls, dataset: str, ipc: int) -> dict[str, Any]:
-        """No flips for digits; whole crops (``patch_factor`` 1) up to 32 px, as RDED does for CIFAR."""
+        """No flips for digits; up to 32 px whole crops (``patch_factor`` 1, RDED's CIFAR choice) and,
+        since the feature term is then zero, the label-gap image update (``label_gap_weight`` 1)."""
         from dsdistill.augment import strategy_for
         from dsdistill.data.specs import SPECS
 
         out: dict[str, Any] = {} if "flip" in strategy_for(dataset).split("_") else {"flip": False}
         spec = SPECS.get(dataset)
         if spec is not None and spec.shape[1] <= 32:
-            out["patch_factor"] = 1
+            out.update(patch_factor=1, label_gap_weight=1.0)
         return out
 
     def check_settings(self) -> None:
