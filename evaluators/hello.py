@@ -23,7 +23,6 @@ computed for the evaluated epochs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -173,14 +172,6 @@ def train_with_projector(model: nn.Module, images: Tensor, labels: Tensor, proje
     return model
 
 
-def _components_digest(syn) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(syn.components):
-        digest.update(name.encode())
-        digest.update(syn.components[name].values.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def evaluate_hello(syn, real, *, models=("convnet",), runs: int = 3, epochs: int | None = None, lr: float | None = None,
                    batch_size: int | None = None, seed: int = 0, device: str = "cpu", baseline: bool = True,
                    progress: bool = True, file: str = "", checkpoint=None, options: dict[str, Any] | None = None,
@@ -227,7 +218,7 @@ def evaluate_hello(syn, real, *, models=("convnet",), runs: int = 3, epochs: int
                   "clip_weights": backbone.weights, "clip_sha256": backbone.sha256,
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
     state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-        syn, real, jobs, seed, {**report.protocol, **report.settings, "components": _components_digest(syn)}))
+        syn, real, jobs, seed, {**report.protocol, **report.settings}))
     bar = tqdm(total=len(jobs) * epochs, desc="evaluate", unit="ep",
                disable=not progress or not distributed.is_main() or None)
     local = []

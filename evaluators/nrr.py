@@ -27,7 +27,6 @@ FKD-style per-epoch relabeling would store for the same IPC and epochs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -195,9 +194,8 @@ class DBRProtocol:
             settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
                       "processes": distributed.world_size(), "teachers_dir": str(tdir) if tdir else None,
                       "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
-        digest = hashlib.sha256(comp.values.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-            syn, real, jobs, seed, {**report.protocol, **report.settings, "dbr": digest.hexdigest(), "teacher":
+            syn, real, jobs, seed, {**report.protocol, **report.settings, "teacher":
                                     None if teacher is None else [teacher.name, teacher.meta.get("sha256")]}))
         bar = tqdm(total=len(jobs) * epochs, desc="evaluate", unit="ep",
                    disable=not progress or not distributed.is_main() or None)
