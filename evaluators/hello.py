@@ -23,8 +23,6 @@ computed for the evaluated epochs.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,17 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dsdistill import distributed
-from dsdistill.condenser import signal_guard
 from dsdistill.errors import ConfigError, SyntheticFileError
-from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
-from dsdistill.evaluators.report import EvalReport, RunResult
-from dsdistill.evaluators.softlabel_train import param_groups
+from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
+from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.softlabel_train import AdamWCosine
 from dsdistill.evaluators.storage import storage_breakdown
-from dsdistill.models import build_model
-from dsdistill.perf import prepare_model, to_channels_last
+from dsdistill.perf import to_channels_last
 from dsdistill.registry import EVALUATORS
-from dsdistill.rng import derive_seed, make_generator
-from dsdistill.train import accuracy, training_state
+from dsdistill.rng import make_generator
 
 BACKBONE_KEY = "CLIP image tower (frozen, not in the file)"
 
@@ -137,20 +132,13 @@ def train_with_projector(model: nn.Module, images: Tensor, labels: Tensor, proje
     from dsdistill.methods.hello.projector import mix_weights, mixed_ce
     from dsdistill.softlabels import augment, draw_params
 
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / (epochs * smoothing))))
-    first = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict({"lr_lambdas": [None] * len(opt.param_groups), **resume["scheduler"]})
-        generator.set_state(resume["generator"])
-        first = int(resume["epoch"])
+    opt = AdamWCosine(model, lr=lr, weight_decay=weight_decay, epochs=epochs, smoothing=smoothing, generator=generator,
+                      resume=resume)
     labels = labels.to(images.device)
     size = tuple(images.shape[2:])
     n = images.shape[0]
     model.train()
-    for e in range(first, epochs):
+    for e in range(opt.first_epoch, epochs):
         params = draw_params(n, size, size, generator, scale=scale, flip=flip, mix=mix)
         order = torch.randperm(n, generator=generator)
         for idx in order.split(batch_size):
@@ -161,14 +149,8 @@ def train_with_projector(model: nn.Module, images: Tensor, labels: Tensor, proje
             out = model(to_channels_last(x))
             loss = F.mse_loss(out, target) + beta * mixed_ce(out, labels[idx.to(labels.device)], lam.to(out.device),
                                                              labels[partner.to(labels.device)])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        if progress is not None:
-            progress(e)
-        if checkpoint is not None:
-            checkpoint(e + 1, lambda done=e + 1: training_state(model, opt, sched, generator, done))
+            opt.step(loss)
+        opt.end_epoch(e, progress, checkpoint)
     return model
 
 
@@ -183,8 +165,6 @@ def evaluate_hello(syn, real, *, models=("convnet",), runs: int = 3, epochs: int
             recorded one, teachers/online-teacher options given, or a checkpoint of another evaluation.
         SyntheticFileError: The file's projector is missing or does not fit the backbone.
     """
-    from tqdm.auto import tqdm
-
     from dsdistill.evaluators.standard import check_compatible
 
     options = options or {}
@@ -200,9 +180,7 @@ def evaluate_hello(syn, real, *, models=("convnet",), runs: int = 3, epochs: int
     aug = syn.provenance.get("student_augmentation") or {}
     scale = tuple(float(v) for v in aug.get("scale", (0.5, 1.0)))
     flip, mix = bool(aug.get("flip", True)), str(aug.get("mix", "cutmix"))
-    kinds = ["synthetic"] + (["random"] if baseline else [])
-    all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
-    jobs = distributed.shard(all_jobs)
+    all_jobs, jobs = plan_jobs(models, runs, ["synthetic"] + (["random"] if baseline else []))
     report = EvalReport(
         file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
         protocol={"name": p.name, "description": p.description, "epochs": epochs, "lr": lr,
@@ -217,41 +195,22 @@ def evaluate_hello(syn, real, *, models=("convnet",), runs: int = 3, epochs: int
                   "processes": distributed.world_size(), "clip_model": backbone.name,
                   "clip_weights": backbone.weights, "clip_sha256": backbone.sha256,
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
-    state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-        syn, real, jobs, seed, {**report.protocol, **report.settings}))
-    bar = tqdm(total=len(jobs) * epochs, desc="evaluate", unit="ep",
-               disable=not progress or not distributed.is_main() or None)
-    local = []
-    with signal_guard(checkpoint):
-        for job in jobs:
-            model_name, run, kind = job
-            if state is not None and job in state.done:
-                local.append(state.done[job])
-                bar.update(epochs)
-                continue
-            resume, before = state.resume_state(job) if state is not None else (None, 0.0)
-            bar.update(0 if resume is None else int(resume["epoch"]))
-            started = time.time()
-            images, labels = syn.images, syn.labels
-            if kind == "random":
-                idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-                images, labels = real.train_images[idx], real.train_labels[idx]
-            model = prepare_model(build_model(model_name, real.num_classes, real.image_shape,
-                                              seed=derive_seed(seed, "student", model_name, run)), device)
-            hook = None if state is None else state.epoch_hook(job, epochs, started, before)
-            train_with_projector(model, images.to(device), labels, proj, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 weight_decay=p.weight_decay, smoothing=p.smoothing, beta=p.beta, scale=scale,
-                                 flip=flip, mix=mix, generator=make_generator(seed, "hello", kind, model_name, run),
-                                 progress=lambda _: bar.update(1), resume=resume, checkpoint=hook)
-            test = accuracy(model, real.test_images.to(device), real.test_labels)
-            val = accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels) else float("nan")
-            local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
-            if state is not None:
-                state.finish(job, local[-1])
-            bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
-    bar.close()
-    order = {job: i for i, job in enumerate(all_jobs)}
-    report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
+    state = open_checkpoint(checkpoint, syn, real, jobs, seed, {**report.protocol, **report.settings})
+
+    def train(job, resume, hook, tick):
+        model_name, run, kind = job
+        images, labels = syn.images, syn.labels
+        if kind == "random":
+            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+            images, labels = real.train_images[idx], real.train_labels[idx]
+        model = new_student(model_name, real, seed, run, device)
+        train_with_projector(model, images.to(device), labels, proj, epochs=epochs, batch_size=batch_size, lr=lr,
+                             weight_decay=p.weight_decay, smoothing=p.smoothing, beta=p.beta, scale=scale, flip=flip,
+                             mix=mix, generator=make_generator(seed, "hello", kind, model_name, run), progress=tick,
+                             resume=resume, checkpoint=hook)
+        return test_and_val(model, real, device)
+
+    report.runs = run_jobs(all_jobs, jobs, train, epochs=epochs, state=state, checkpoint=checkpoint, progress=progress)
     report.storage = storage_breakdown(syn, real, training_models={BACKBONE_KEY: backbone.visual_nbytes},
                                        epochs=epochs)
     report.storage["clip_backbone_file_bytes"] = backbone.nbytes

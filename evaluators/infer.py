@@ -37,9 +37,6 @@ Differences from the reference, all deliberate:
 
 from __future__ import annotations
 
-import hashlib
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,17 +45,14 @@ import torch
 from torch import Tensor, nn
 
 from dsdistill import distributed
-from dsdistill.condenser import signal_guard
 from dsdistill.errors import ConfigError
-from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
-from dsdistill.evaluators.report import EvalReport, RunResult
-from dsdistill.evaluators.softlabel_train import kl_loss, param_groups
+from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
+from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.softlabel_train import AdamWCosine, kl_loss
 from dsdistill.evaluators.storage import storage_breakdown, storage_lines
-from dsdistill.models import build_model
-from dsdistill.perf import prepare_model, to_channels_last
+from dsdistill.perf import to_channels_last
 from dsdistill.registry import EVALUATORS
-from dsdistill.rng import derive_seed, make_generator, next_seed
-from dsdistill.train import accuracy, training_state
+from dsdistill.rng import make_generator, next_seed
 
 ONLINE_NOTE = ("ONLINE TEACHER (INFER+Dyn): the teachers labelled every mixed mini-batch during training; this "
                "uses knowledge the file does not contain (teacher bytes counted)")
@@ -97,17 +91,10 @@ def train_infer_student(model: nn.Module, images: Tensor, logits: Tensor | None,
         online: Maps a mixed batch to ``(B, K)`` teacher logits (INFER+Dyn) instead of ``logits``.
         resume, checkpoint: As :func:`dsdistill.evaluators.softlabel_train.train_student`.
     """
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
-    first = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict({"lr_lambdas": [None] * len(opt.param_groups), **resume["scheduler"]})
-        generator.set_state(resume["generator"])
-        first = int(resume["epoch"])
+    opt = AdamWCosine(model, lr=lr, weight_decay=weight_decay, epochs=epochs, generator=generator,
+                      resume=resume)
     model.train()
-    for e in range(first, epochs):
+    for e in range(opt.first_epoch, epochs):
         for idx in torch.randperm(images.shape[0], generator=generator).split(batch_size):
             x = crop_flip(images[idx.to(images.device)], generator, pad, fill, flip)
             lam, partner = mixup_draw(len(idx), alpha, generator)
@@ -119,14 +106,8 @@ def train_infer_student(model: nn.Module, images: Tensor, logits: Tensor | None,
                 y = logits[idx].to(x.device).float()
                 y = lam * y + (1 - lam) * y[partner]
             loss = kl_loss(model(to_channels_last(x)), torch.softmax(y / temperature, 1), temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        if progress is not None:
-            progress(e)
-        if checkpoint is not None:
-            checkpoint(e + 1, lambda done=e + 1: training_state(model, opt, sched, generator, done))
+            opt.step(loss)
+        opt.end_epoch(e, progress, checkpoint)
     return model
 
 
@@ -183,8 +164,6 @@ class InferProtocol:
                 checkpoint of another evaluation.
             SyntheticFileError: The set's components are missing or inconsistent.
         """
-        from tqdm.auto import tqdm
-
         from dsdistill.evaluators.softlabel import teachers_dir
         from dsdistill.evaluators.standard import check_compatible
         from dsdistill.methods.infer import expand, infer_parts
@@ -217,9 +196,7 @@ class InferProtocol:
             from dsdistill.methods.infer.condenser import static_labels
 
             online = lambda x: static_labels(x, [t.model for t in committee], x.shape[0]).to(x.device)  # noqa: E731
-        kinds = ["synthetic"] + (["random"] if baseline else [])
-        all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
-        jobs = distributed.shard(all_jobs)
+        all_jobs, jobs = plan_jobs(models, runs, ["synthetic"] + (["random"] if baseline else []))
         n_eff, k = parts.effective_instances, syn.num_classes
         report = InferReport(
             file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=k,
@@ -239,52 +216,31 @@ class InferProtocol:
             settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
                       "processes": distributed.world_size(), "teachers_dir": str(tdir) if tdir else None,
                       "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
-        digest = hashlib.sha256()
-        for t in (parts.ufc, parts.labels.float()):
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-        state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-            syn, real, jobs, seed, {**report.protocol, **report.settings, "components": digest.hexdigest(),
-                                    "teachers": None if committee is None else
-                                    [[t.name, t.meta.get("sha256")] for t in committee]}))
-        bar = tqdm(total=len(jobs) * epochs, desc="evaluate", unit="ep",
-                   disable=not progress or not distributed.is_main() or None)
-        local, random_sets = [], {}
-        with signal_guard(checkpoint):
-            for job in jobs:
-                model_name, run, kind = job
-                if state is not None and job in state.done:
-                    local.append(state.done[job])
-                    bar.update(epochs)
-                    continue
-                resume, before = state.resume_state(job) if state is not None else (None, 0.0)
-                bar.update(0 if resume is None else int(resume["epoch"]))
-                started = time.time()
-                images, logits = instances, None if online_mode else parts.labels
-                if kind == "random":
-                    if run not in random_sets:  # one subset per run, shared by the student models
-                        idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-                        sub = real.train_images[idx].to(device)
-                        lab = None if online_mode else static_labels_like(sub, committee, parts.labels.dtype)
-                        random_sets[run] = (sub, lab)
-                    images, logits = random_sets[run]
-                model = prepare_model(build_model(model_name, k, real.image_shape,
-                                                  seed=derive_seed(seed, "student", model_name, run)), device)
-                hook = None if state is None else state.epoch_hook(job, epochs, started, before)
-                train_infer_student(model, images, logits, epochs=epochs, batch_size=batch_size, lr=lr,
-                                    weight_decay=self.weight_decay, temperature=temp, alpha=self.mixup_alpha,
-                                    pad=self.padding, fill=fill, flip=flip, online=online,
-                                    generator=make_generator(seed, "infer", kind, model_name, run),
-                                    progress=lambda _: bar.update(1), resume=resume, checkpoint=hook)
-                test = accuracy(model, real.test_images.to(device), real.test_labels)
-                val = (accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels)
-                       else float("nan"))
-                local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
-                if state is not None:
-                    state.finish(job, local[-1])
-                bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
-        bar.close()
-        order = {job: i for i, job in enumerate(all_jobs)}
-        report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
+        state = open_checkpoint(checkpoint, syn, real, jobs, seed, {
+            **report.protocol, **report.settings,
+            "teachers": None if committee is None else [[t.name, t.meta.get("sha256")] for t in committee]})
+        random_sets = {}
+
+        def train(job, resume, hook, tick):
+            model_name, run, kind = job
+            images, logits = instances, None if online_mode else parts.labels
+            if kind == "random":
+                if run not in random_sets:  # one subset per run, shared by the student models
+                    idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+                    sub = real.train_images[idx].to(device)
+                    lab = None if online_mode else static_labels_like(sub, committee, parts.labels.dtype)
+                    random_sets[run] = (sub, lab)
+                images, logits = random_sets[run]
+            model = new_student(model_name, real, seed, run, device)
+            train_infer_student(model, images, logits, epochs=epochs, batch_size=batch_size, lr=lr,
+                                weight_decay=self.weight_decay, temperature=temp, alpha=self.mixup_alpha,
+                                pad=self.padding, fill=fill, flip=flip, online=online,
+                                generator=make_generator(seed, "infer", kind, model_name, run),
+                                progress=tick, resume=resume, checkpoint=hook)
+            return test_and_val(model, real, device)
+
+        report.runs = run_jobs(all_jobs, jobs, train, epochs=epochs, state=state, checkpoint=checkpoint,
+                               progress=progress)
         models_bytes = {}
         if online_mode:
             models_bytes = {f"teachers (online): {', '.join(t.name for t in committee)}":

@@ -27,8 +27,6 @@ FKD-style per-epoch relabeling would store for the same IPC and epochs.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,19 +34,16 @@ import torch
 from torch import Tensor, nn
 
 from dsdistill import distributed
-from dsdistill.condenser import signal_guard
 from dsdistill.errors import ConfigError, SyntheticFileError
-from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
-from dsdistill.evaluators.report import EvalReport, RunResult
-from dsdistill.evaluators.softlabel_train import param_groups
+from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
+from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.softlabel_train import AdamWCosine
 from dsdistill.evaluators.storage import REPLAY_PARAM_BYTES, storage_breakdown, storage_lines
 from dsdistill.methods.nrr.dbr import COMPONENT, DBRSpec, check_labels, dbr_labels, dbr_loss, mix_weights
-from dsdistill.models import build_model
-from dsdistill.perf import prepare_model, to_channels_last
+from dsdistill.perf import to_channels_last
 from dsdistill.registry import EVALUATORS
 from dsdistill.rng import derive_seed, make_generator
 from dsdistill.softlabels.params import augment
-from dsdistill.train import accuracy, training_state
 
 
 def train_dbr_student(model: nn.Module, images: Tensor, labels: Tensor, dbr: Tensor, spec: DBRSpec, *, epochs: int,
@@ -62,19 +57,12 @@ def train_dbr_student(model: nn.Module, images: Tensor, labels: Tensor, dbr: Ten
     (augmentation and labels are keyed by epoch, so a resumed student ends bitwise as an
     uninterrupted one on CPU).
     """
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
-    first = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict({"lr_lambdas": [None] * len(opt.param_groups), **resume["scheduler"]})
-        generator.set_state(resume["generator"])
-        first = int(resume["epoch"])
+    opt = AdamWCosine(model, lr=lr, weight_decay=weight_decay, epochs=epochs, generator=generator,
+                      resume=resume)
     labels = labels.to(images.device).long()
     n = images.shape[0]
     model.train()
-    for e in range(first, epochs):
+    for e in range(opt.first_epoch, epochs):
         params = spec.params(e, n)
         for idx in torch.randperm(n, generator=generator).split(batch_size):
             x = augment(images, params, idx, spec.size)
@@ -82,14 +70,8 @@ def train_dbr_student(model: nn.Module, images: Tensor, labels: Tensor, dbr: Ten
             dev = x.device
             loss = dbr_loss(model(to_channels_last(x)), labels[idx.to(dev)], lam.to(dev), labels[partner.to(dev)],
                             dbr[e, idx].to(dev), alpha_dbr=alpha_dbr, ce_weight=ce_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        if progress is not None:
-            progress(e)
-        if checkpoint is not None:
-            checkpoint(e + 1, lambda done=e + 1: training_state(model, opt, sched, generator, done))
+            opt.step(loss)
+        opt.end_epoch(e, progress, checkpoint)
     return model
 
 
@@ -147,8 +129,6 @@ class DBRProtocol:
             SyntheticFileError: No DBR labels, labels of the wrong shape or range, or augmentation
                 parameters that no longer redraw identically.
         """
-        from tqdm.auto import tqdm
-
         from dsdistill.evaluators.standard import check_compatible
 
         options = dict(options or {})
@@ -173,8 +153,7 @@ class DBRProtocol:
         teacher, tdir = (self._teacher(syn, real, options.get("teachers"), device, comp.meta) if baseline
                          else (None, None))
         kinds = ["synthetic"] + (["synthetic_hard"] if self.hard else []) + (["random"] if baseline else [])
-        all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
-        jobs = distributed.shard(all_jobs)
+        all_jobs, jobs = plan_jobs(models, runs, kinds)
         n, k = syn.num_images, syn.num_classes
         per_logits, per_params = n * epochs * k * 2, n * epochs * REPLAY_PARAM_BYTES
         report = DBRReport(
@@ -194,50 +173,32 @@ class DBRProtocol:
             settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
                       "processes": distributed.world_size(), "teachers_dir": str(tdir) if tdir else None,
                       "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
-        state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-            syn, real, jobs, seed, {**report.protocol, **report.settings, "teacher":
-                                    None if teacher is None else [teacher.name, teacher.meta.get("sha256")]}))
-        bar = tqdm(total=len(jobs) * epochs, desc="evaluate", unit="ep",
-                   disable=not progress or not distributed.is_main() or None)
-        local, random_sets = [], {}
-        with signal_guard(checkpoint):
-            for job in jobs:
-                model_name, run, kind = job
-                if state is not None and job in state.done:
-                    local.append(state.done[job])
-                    bar.update(epochs)
-                    continue
-                resume, before = state.resume_state(job) if state is not None else (None, 0.0)
-                bar.update(0 if resume is None else int(resume["epoch"]))
-                started = time.time()
-                images, labels, targets, run_spec = syn.images.to(device), syn.labels, dbr, spec
-                if kind == "random":
-                    if run not in random_sets:  # one labelled subset per run, shared by the student models
-                        idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-                        sub, lab = real.train_images[idx].to(device), real.train_labels[idx]
-                        rspec = DBRSpec(epochs, derive_seed(seed, "random-dbr", run), spec.size, spec.scale, spec.ratio,
-                                        spec.flip, spec.mix)
-                        random_sets[run] = (sub, lab, dbr_labels(sub, lab, teacher.model, rspec).half().float(), rspec)
-                    images, labels, targets, run_spec = random_sets[run]
-                model = prepare_model(build_model(model_name, k, real.image_shape,
-                                                  seed=derive_seed(seed, "student", model_name, run)), device)
-                hook = None if state is None else state.epoch_hook(job, epochs, started, before)
-                train_dbr_student(model, images, labels, targets, run_spec, epochs=epochs, batch_size=batch_size, lr=lr,
-                                  weight_decay=self.weight_decay,
-                                  alpha_dbr=0.0 if kind == "synthetic_hard" else self.alpha_dbr,
-                                  ce_weight=self.ce_weight,
-                                  generator=make_generator(seed, "dbr", kind, model_name, run),
-                                  progress=lambda _: bar.update(1), resume=resume, checkpoint=hook)
-                test = accuracy(model, real.test_images.to(device), real.test_labels)
-                val = (accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels)
-                       else float("nan"))
-                local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
-                if state is not None:
-                    state.finish(job, local[-1])
-                bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
-        bar.close()
-        order = {job: i for i, job in enumerate(all_jobs)}
-        report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
+        state = open_checkpoint(checkpoint, syn, real, jobs, seed, {
+            **report.protocol, **report.settings,
+            "teacher": None if teacher is None else [teacher.name, teacher.meta.get("sha256")]})
+        random_sets = {}
+
+        def train(job, resume, hook, tick):
+            model_name, run, kind = job
+            images, labels, targets, run_spec = syn.images.to(device), syn.labels, dbr, spec
+            if kind == "random":
+                if run not in random_sets:  # one labelled subset per run, shared by the student models
+                    idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+                    sub, lab = real.train_images[idx].to(device), real.train_labels[idx]
+                    rspec = DBRSpec(epochs, derive_seed(seed, "random-dbr", run), spec.size, spec.scale, spec.ratio,
+                                    spec.flip, spec.mix)
+                    random_sets[run] = (sub, lab, dbr_labels(sub, lab, teacher.model, rspec).half().float(), rspec)
+                images, labels, targets, run_spec = random_sets[run]
+            model = new_student(model_name, real, seed, run, device)
+            train_dbr_student(model, images, labels, targets, run_spec, epochs=epochs, batch_size=batch_size, lr=lr,
+                              weight_decay=self.weight_decay,
+                              alpha_dbr=0.0 if kind == "synthetic_hard" else self.alpha_dbr, ce_weight=self.ce_weight,
+                              generator=make_generator(seed, "dbr", kind, model_name, run),
+                              progress=tick, resume=resume, checkpoint=hook)
+            return test_and_val(model, real, device)
+
+        report.runs = run_jobs(all_jobs, jobs, train, epochs=epochs, state=state, checkpoint=checkpoint,
+                               progress=progress)
         report.storage = storage_breakdown(syn, real, training_models={}, effective_instances=n, epochs=epochs)
         return report
 

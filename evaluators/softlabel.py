@@ -32,7 +32,6 @@ progress are kept exactly like the dc/tm protocols' (:mod:`dsdistill.evaluators.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,20 +39,17 @@ from typing import Any
 import torch
 
 from dsdistill import distributed
-from dsdistill.condenser import Checkpointer, signal_guard
+from dsdistill.condenser import Checkpointer
 from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
-from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
+from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
 from dsdistill.evaluators.storage import storage_breakdown, storage_lines
-from dsdistill.evaluators.report import EvalReport, RunResult
+from dsdistill.evaluators.report import EvalReport
 from dsdistill.evaluators.softlabel_train import OnlineSource, ReplaySource, train_student
-from dsdistill.models import build_model
-from dsdistill.perf import prepare_model
 from dsdistill.registry import EVALUATORS
-from dsdistill.rng import derive_seed, make_generator
+from dsdistill.rng import make_generator
 from dsdistill.softlabels import ReplayLabels, relabel_like
 from dsdistill.synthetic import SyntheticSet
-from dsdistill.train import accuracy
 
 ONLINE_NOTE = ("ONLINE TEACHER: soft labels were computed by the teachers during training; this uses "
                "knowledge the synthetic file does not contain (teacher bytes counted in storage)")
@@ -178,7 +174,6 @@ def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",)
         ConfigError: No replay labels (and not online), more epochs than stored, teachers needed
             but not found, the set does not match ``real``, or a checkpoint of another evaluation.
     """
-    from tqdm.auto import tqdm
 
     from dsdistill.evaluators.standard import check_compatible
 
@@ -214,8 +209,7 @@ def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",)
 
     kinds = ["synthetic"] + (["synthetic_hard"] if hard else []) + (["random"] if baseline else [])
     kinds += ["full"] if full_epochs > 0 else []
-    all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
-    jobs = distributed.shard(all_jobs)
+    all_jobs, jobs = plan_jobs(models, runs, kinds)
     report = SoftLabelReport(
         file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
         protocol={"name": p.name, "description": p.description, "epochs": epochs, "stored_epochs": rp.epochs if rp else 0,
@@ -229,59 +223,41 @@ def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",)
         settings={"models": list(models), "runs": runs, "seed": seed, "device": device,
                   "processes": distributed.world_size(), "teachers_dir": str(tdir) if tdir else None,
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"})
-    state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-        syn, real, jobs, seed, {**report.protocol, **report.settings, "teachers": None if committee is None else
-                                [[t.name, t.meta.get("sha256")] for t in committee]}))
-    bar = tqdm(total=sum(full_epochs if k == "full" else epochs for _, _, k in jobs), desc="evaluate", unit="ep",
-               disable=not progress or not distributed.is_main() or None)
-    local, random_labels = [], {}
-    with signal_guard(checkpoint):  # one guard for the loop: a signal between students waits for the next epoch
-        for job in jobs:
-            model_name, run, kind = job
-            n_ep = full_epochs if kind == "full" else epochs
-            if state is not None and job in state.done:
-                local.append(state.done[job])
-                bar.update(n_ep)
-                continue
-            resume, before = state.resume_state(job) if state is not None else (None, 0.0)
-            bar.update(0 if resume is None else int(resume["epoch"]))
-            started = time.time()
-            gen = make_generator(seed, "softlabel", kind, model_name, run)
-            images, labels, source = syn.images, syn.labels, None
-            if kind == "random":
-                idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
-                images, labels = real.train_images[idx], real.train_labels[idx]
-                if not online_teacher:  # one relabelled subset per run, shared by the student models
-                    if run not in random_labels:
-                        random_labels[run] = relabel_like(images.to(device), [t.model for t in committee], rp,
-                                                          epochs=epochs,
-                                                          generator=make_generator(seed, "random-relabel", run))
-                    source = ReplaySource(random_labels[run], temperature)
-            elif kind == "full":
-                images, labels = real.train_images, real.train_labels
-                source = OnlineSource([], torch.ones(1), "logits", temp, rp.size if rp else shape_hw, shape_hw,
-                                      tuple(settings.get("scale", (0.08, 1.0))),
-                                      tuple(settings.get("ratio", (3 / 4, 4 / 3))),
-                                      bool(settings.get("flip", True)), settings.get("mix", "cutmix"))
-            elif not online_teacher:
-                source = ReplaySource(rp, temperature)
-            if source is None:
-                source = online(weights)
-            model = prepare_model(build_model(model_name, real.num_classes, real.image_shape,
-                                              seed=derive_seed(seed, "student", model_name, run)), device)
-            hook = None if state is None else state.epoch_hook(job, n_ep, started, before)
-            train_student(model, images.to(device), labels, source, epochs=n_ep, batch_size=batch_size, lr=lr,
-                          weight_decay=p.weight_decay, smoothing=smoothing, hard=kind in ("synthetic_hard", "full"),
-                          generator=gen, progress=lambda _: bar.update(1), resume=resume, checkpoint=hook)
-            test = accuracy(model, real.test_images.to(device), real.test_labels)
-            val = accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels) else float("nan")
-            local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
-            if state is not None:
-                state.finish(job, local[-1])
-            bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
-    bar.close()
-    order = {job: i for i, job in enumerate(all_jobs)}
-    report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
+    state = open_checkpoint(checkpoint, syn, real, jobs, seed, {
+        **report.protocol, **report.settings,
+        "teachers": None if committee is None else [[t.name, t.meta.get("sha256")] for t in committee]})
+    random_labels = {}
+
+    def train(job, resume, hook, tick):
+        model_name, run, kind = job
+        gen = make_generator(seed, "softlabel", kind, model_name, run)
+        images, labels, source = syn.images, syn.labels, None
+        if kind == "random":
+            idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
+            images, labels = real.train_images[idx], real.train_labels[idx]
+            if not online_teacher:  # one relabelled subset per run, shared by the student models
+                if run not in random_labels:
+                    random_labels[run] = relabel_like(images.to(device), [t.model for t in committee], rp,
+                                                      epochs=epochs, generator=make_generator(seed, "random-relabel", run))
+                source = ReplaySource(random_labels[run], temperature)
+        elif kind == "full":
+            images, labels = real.train_images, real.train_labels
+            source = OnlineSource([], torch.ones(1), "logits", temp, rp.size if rp else shape_hw, shape_hw,
+                                  tuple(settings.get("scale", (0.08, 1.0))), tuple(settings.get("ratio", (3 / 4, 4 / 3))),
+                                  bool(settings.get("flip", True)), settings.get("mix", "cutmix"))
+        elif not online_teacher:
+            source = ReplaySource(rp, temperature)
+        if source is None:
+            source = online(weights)
+        model = new_student(model_name, real, seed, run, device)
+        train_student(model, images.to(device), labels, source, epochs=full_epochs if kind == "full" else epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=p.weight_decay, smoothing=smoothing,
+                      hard=kind in ("synthetic_hard", "full"), generator=gen, progress=tick, resume=resume,
+                      checkpoint=hook)
+        return test_and_val(model, real, device)
+
+    report.runs = run_jobs(all_jobs, jobs, train, epochs=lambda job: full_epochs if job[2] == "full" else epochs,
+                           state=state, checkpoint=checkpoint, progress=progress)
     report.scores = {model: _scores(kinds_, full_acc) for model, kinds_ in report.summary().items()}
     teacher_bytes = 0 if not online_teacher else sum(p_.numel() * p_.element_size() for t in committee
                                                      for p_ in t.model.state_dict().values())

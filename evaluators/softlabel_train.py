@@ -108,6 +108,52 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+class AdamWCosine:
+    """The students' optimiser: AdamW (:func:`param_groups`) with the per-epoch cosine factor
+    ``0.5 * (1 + cos(pi * epoch / (epochs * smoothing)))``, resumable from a training state.
+
+    Args:
+        model: The student (its state is restored from ``resume``).
+        lr, weight_decay, epochs, smoothing: The recipe.
+        generator: The student's generator (its state is restored from ``resume``).
+        resume: A state built by :meth:`end_epoch`'s checkpoint callback, or None.
+
+    Attributes:
+        first_epoch: The epoch to continue from (0 without ``resume``).
+    """
+
+    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, epochs: int, smoothing: float = 1.0,
+                 generator: torch.Generator, resume: dict | None = None) -> None:
+        self.model, self.generator = model, generator
+        self.opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / (epochs * smoothing))))
+        self.first_epoch = 0
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            self.opt.load_state_dict(resume["optimizer"])
+            # the cosine factor is a lambda, rebuilt above; training_state keeps only plain values
+            self.sched.load_state_dict({"lr_lambdas": [None] * len(self.opt.param_groups), **resume["scheduler"]})
+            generator.set_state(resume["generator"])
+            self.first_epoch = int(resume["epoch"])
+
+    def step(self, loss: Tensor) -> None:
+        """One optimiser step on ``loss``."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def end_epoch(self, epoch: int, progress: Callable[[int], None] | None,
+                  checkpoint: Callable[[int, Callable[[], dict]], None] | None) -> None:
+        """Step the schedule, report ``epoch`` done, and offer a checkpoint of the state after it."""
+        self.sched.step()
+        if progress is not None:
+            progress(epoch)
+        if checkpoint is not None:
+            checkpoint(epoch + 1, lambda done=epoch + 1: training_state(self.model, self.opt, self.sched,
+                                                                        self.generator, done))
+
+
 def kl_loss(student: Tensor, target: Tensor, temperature: float) -> Tensor:
     """``KL(target || softmax(student / T))``, batch mean, no ``T^2`` factor."""
     return F.kl_div(F.log_softmax(student / temperature, dim=1), target, reduction="batchmean")
@@ -135,21 +181,12 @@ def train_student(model: nn.Module, images: Tensor, labels: Tensor, source, *, e
         checkpoint: Called as ``checkpoint(epochs_done, state)`` after every epoch; ``state()``
             builds the resumable state (only call it when saving).
     """
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / (epochs * smoothing))))
-    first_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        # the cosine factor is a lambda, rebuilt above; training_state keeps only plain values
-        sched.load_state_dict({"lr_lambdas": [None] * len(opt.param_groups), **resume["scheduler"]})
-        generator.set_state(resume["generator"])
-        first_epoch = int(resume["epoch"])
+    opt = AdamWCosine(model, lr=lr, weight_decay=weight_decay, epochs=epochs, smoothing=smoothing,
+                      generator=generator, resume=resume)
     labels = labels.to(images.device)
     model.train()
     n = images.shape[0]
-    for e in range(first_epoch, epochs):
+    for e in range(opt.first_epoch, epochs):
         params, order = source.epoch(e, n, generator)
         for idx in order.split(batch_size):
             x = augment(images, params, idx, source.size)
@@ -163,12 +200,6 @@ def train_student(model: nn.Module, images: Tensor, labels: Tensor, source, *, e
                 target = source.targets(e, idx, x).to(x.device)
                 out = model(to_channels_last(x))
                 loss = kl_loss(out, target, source.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        if progress is not None:
-            progress(e)
-        if checkpoint is not None:
-            checkpoint(e + 1, lambda done=e + 1: training_state(model, opt, sched, generator, done))
+            opt.step(loss)
+        opt.end_epoch(e, progress, checkpoint)
     return model

@@ -8,9 +8,7 @@ is the final epoch's; validation accuracy is recorded next to it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import time
 from typing import Callable
 
 import torch
@@ -20,15 +18,15 @@ from dsdistill.augment import DSA, strategy_for
 from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
 from dsdistill.condenser import Checkpointer
-from dsdistill.evaluators.checkpoint import EvalCheckpoint, signature
+from dsdistill.evaluators.jobs import open_checkpoint, plan_jobs, run_jobs, test_and_val
 from dsdistill.evaluators.protocols import Protocol, protocol_for
 from dsdistill.evaluators.storage import storage_breakdown
-from dsdistill.evaluators.report import EvalReport, RunResult
+from dsdistill.evaluators.report import EvalReport
 from dsdistill.models import build_model
 from dsdistill.perf import prepare_model
 from dsdistill.rng import derive_seed, make_generator
 from dsdistill.synthetic import SyntheticSet
-from dsdistill.train import accuracy, train_classifier
+from dsdistill.train import train_classifier
 
 
 def check_compatible(syn: SyntheticSet, real: RealData) -> None:
@@ -56,9 +54,7 @@ def train_and_test(images: torch.Tensor, labels: torch.Tensor, real: RealData, m
     train_classifier(model, images.to(device), labels.to(device), settings, augment=dsa,
                      soft_targets=None if soft is None else soft.to(device), generator=generator,
                      progress=progress, resume=resume, checkpoint=checkpoint)
-    test = accuracy(model, real.test_images.to(device), real.test_labels)
-    val = accuracy(model, real.val_images.to(device), real.val_labels) if len(real.val_labels) else float("nan")
-    return test, val
+    return test_and_val(model, real, device)
 
 
 def evaluate(
@@ -100,8 +96,6 @@ def evaluate(
             epochs and resume from it (see :mod:`dsdistill.evaluators.checkpoint`); SIGINT/SIGTERM
             save and raise :class:`~dsdistill.condenser.Interrupted`.
     """
-    from tqdm.auto import tqdm
-
     check_compatible(syn, real)
     if protocol_for(syn, protocol).name == "softlabel":  # replayed soft labels: evaluators/softlabel.py
         from dsdistill.evaluators.softlabel import evaluate_softlabel
@@ -117,10 +111,7 @@ def evaluate(
     if robustness:  # the conditions DD-Ranking's LRS/ARS need (see dsdistill.compare)
         kinds += ["synthetic_noaug"] + (["random_noaug"] if baseline else [])
         kinds += ["synthetic_hard"] if soft is not None else []
-    all_jobs = [(m, r, k) for m in models for r in range(runs) for k in kinds]
-    jobs = distributed.shard(all_jobs)
-    bar = tqdm(total=len(jobs) * proto.settings.epochs, desc="evaluate", unit="ep",
-               disable=not progress or not distributed.is_main() or None)
+    all_jobs, jobs = plan_jobs(models, runs, kinds)
     report = EvalReport(
         file=file, method=syn.method, dataset=syn.dataset, ipc=syn.ipc, num_classes=syn.num_classes,
         protocol={"name": proto.name, "description": proto.description, **vars(proto.settings),
@@ -130,30 +121,10 @@ def evaluate(
                   "processes": distributed.world_size(),
                   "selection": "final epoch (no test-set selection)", "std": "population (ddof=0)"},
     )
-    state = None if checkpoint is None else EvalCheckpoint(checkpoint, signature(
-        syn, real, jobs, seed, {**report.protocol, **report.settings}))
-    local = []
-    # One signal guard for the whole loop: a SIGINT/SIGTERM between two students is honoured at the
-    # next epoch boundary instead of hitting the default handler.
-    with state.guard() if state is not None else contextlib.nullcontext():
-        _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device)
-    bar.close()
-    order = {job: i for i, job in enumerate(all_jobs)}
-    report.runs = sorted(distributed.gather(local), key=lambda x: order[(x.model, x.run, x.kind)])
-    report.storage = storage_breakdown(syn, real, epochs=proto.settings.epochs if soft is not None else None)
-    return report
+    state = open_checkpoint(checkpoint, syn, real, jobs, seed, {**report.protocol, **report.settings})
 
-def _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device) -> None:
-    """Train every (model, run, kind) student of this rank, appending RunResults to ``local``."""
-    for model_name, run, kind in jobs:  # every job is seeded by (seed, kind, model, run) alone
-        job = (model_name, run, kind)
-        if state is not None and job in state.done:
-            local.append(state.done[job])
-            bar.update(proto.settings.epochs)
-            continue
-        resume, before = state.resume_state(job) if state is not None else (None, 0.0)
-        bar.update(0 if resume is None else int(resume["epoch"]))
-        started = time.time()
+    def train(job, resume, hook, tick):  # every job is seeded by (seed, kind, model, run) alone
+        model_name, run, kind = job
         gen = make_generator(seed, "eval", kind, model_name, run)
         if kind.startswith("synthetic"):
             images, labels, lr_set = syn.images, syn.labels, syn
@@ -162,12 +133,11 @@ def _run_jobs(jobs, state, local, bar, proto, syn, real, soft, seed, device) -> 
             idx = real.sample_indices(syn.ipc, make_generator(seed, "random-subset", run)).reshape(-1)
             images, labels, lr_set, soft_t = real.train_images[idx], real.train_labels[idx], None, None
         run_proto = dataclasses.replace(proto, augment="none") if kind.endswith("_noaug") else proto
-        hook = None if state is None else state.epoch_hook(job, proto.settings.epochs, started, before)
-        test, val = train_and_test(images, labels, real, model_name, run_proto, soft=soft_t, lr_set=lr_set,
-                                   model_seed=derive_seed(seed, "student", model_name, run),
-                                   generator=gen, device=device, progress=lambda _: bar.update(1),
-                                   resume=resume, checkpoint=hook)
-        local.append(RunResult(model_name, kind, run, test, val, round(before + time.time() - started, 2)))
-        if state is not None:
-            state.finish(job, local[-1])
-        bar.set_postfix({kind[:3]: f"{100 * test:.2f}"})
+        return train_and_test(images, labels, real, model_name, run_proto, soft=soft_t, lr_set=lr_set,
+                              model_seed=derive_seed(seed, "student", model_name, run), generator=gen, device=device,
+                              progress=tick, resume=resume, checkpoint=hook)
+
+    report.runs = run_jobs(all_jobs, jobs, train, epochs=proto.settings.epochs, state=state, checkpoint=checkpoint,
+                           progress=progress)
+    report.storage = storage_breakdown(syn, real, epochs=proto.settings.epochs if soft is not None else None)
+    return report
