@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from dsdistill import distributed
 from dsdistill.errors import ConfigError
 from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
-from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.report import EvalReport, cell, gain_cell
 from dsdistill.evaluators.softlabel_train import AdamWCosine, kl_loss
 from dsdistill.evaluators.storage import storage_breakdown, storage_lines
 from dsdistill.perf import to_channels_last
@@ -123,11 +123,9 @@ class InferReport(EvalReport):
         lines += [ONLINE_NOTE] if p.get("online_teacher") else []
         lines += ["", "| model | infer (static labels) | random real subset + same static labels | gain |",
                   "|---|---|---|---|"]
-        fmt = (lambda k: f"{k['mean']:.2f} ± {k['std']:.2f} (n={k['n']})" if k else "–")  # noqa: E731
         for model, kinds in s.items():
             syn, rnd = kinds.get("synthetic"), kinds.get("random")
-            gain = f"{syn['mean'] - rnd['mean']:+.2f}" if syn and rnd else "–"
-            lines.append(f"| {model} | {fmt(syn)} | {fmt(rnd)} | {gain} |")
+            lines.append(f"| {model} | {cell(syn)} | {cell(rnd)} | {gain_cell(syn, rnd)} |")
         b = p.get("budget", {})
         lines += ["", f"budget: nominal IPC {self.ipc} -> {b.get('counted_images')} counted images ({self.num_classes} "
                       f"x {b.get('ipc_init')} real + {b.get('num_archs')} x {b.get('ipc_init')} compensators); "

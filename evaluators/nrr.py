@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from dsdistill import distributed
 from dsdistill.errors import ConfigError, SyntheticFileError
 from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
-from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.report import EvalReport, cell, gain_cell
 from dsdistill.evaluators.softlabel_train import AdamWCosine
 from dsdistill.evaluators.storage import REPLAY_PARAM_BYTES, storage_breakdown, storage_lines
 from dsdistill.methods.nrr.dbr import COMPONENT, DBRSpec, check_labels, dbr_labels, dbr_loss, mix_weights
@@ -87,11 +87,10 @@ class DBRReport(EvalReport):
                  "| model | synthetic + DBR labels | synthetic, CE only | random real subset + same DBR labels "
                  "| gain |",
                  "|---|---|---|---|---|"]
-        fmt = (lambda k: f"{k['mean']:.2f} ± {k['std']:.2f} (n={k['n']})" if k else "–")  # noqa: E731
         for model, kinds in s.items():
             syn, rnd = kinds.get("synthetic"), kinds.get("random")
-            gain = f"{syn['mean'] - rnd['mean']:+.2f}" if syn and rnd else "–"
-            lines.append(f"| {model} | {fmt(syn)} | {fmt(kinds.get('synthetic_hard'))} | {fmt(rnd)} | {gain} |")
+            hard = cell(kinds.get("synthetic_hard"))
+            lines.append(f"| {model} | {cell(syn)} | {hard} | {cell(rnd)} | {gain_cell(syn, rnd)} |")
         lab = p.get("label_bytes", {})
         lines += ["", f"DBR labels: {lab.get('dbr', 0):,} B ({lab.get('stored_epochs')} epochs x {lab.get('samples')} "
                       f"samples x 2 float16), augmentation parameters 0 B (redrawn from the stored seed, sha256 "

@@ -40,6 +40,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def cell(entry: dict[str, float] | None) -> str:
+    """A summary entry as ``"mean ± std (n=N)"`` (``"–"`` when missing)."""
+    return f"{entry['mean']:.2f} ± {entry['std']:.2f} (n={entry['n']})" if entry else "–"
+
+
+def gain_cell(syn: dict[str, float] | None, rnd: dict[str, float] | None) -> str:
+    """The synthetic set's gain over the random subset in points (``"–"`` when either is missing)."""
+    return f"{syn['mean'] - rnd['mean']:+.2f}" if syn and rnd else "–"
+
+
 @dataclass
 class EvalReport:
     """Results of evaluating one synthetic set.
@@ -92,10 +102,8 @@ class EvalReport:
                  "", "| model | synthetic | random real subset | gain | storage |", "|---|---|---|---|---|"]
         for model, kinds in s.items():
             syn, rnd = kinds.get("synthetic"), kinds.get("random")
-            fmt = (lambda k: f"{k['mean']:.2f} ± {k['std']:.2f} (n={k['n']})" if k else "–")
-            gain = f"{syn['mean'] - rnd['mean']:+.2f}" if syn and rnd else "–"
             store = f"{kb:.1f} KiB" + (f" ({100 * ratio:.3f}% of full)" if ratio else "")
-            lines.append(f"| {model} | {fmt(syn)} | {fmt(rnd)} | {gain} | {store} |")
+            lines.append(f"| {model} | {cell(syn)} | {cell(rnd)} | {gain_cell(syn, rnd)} | {store} |")
         from dsdistill.evaluators.storage import storage_lines
 
         extra = storage_lines(self.storage)

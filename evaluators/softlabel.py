@@ -44,7 +44,7 @@ from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
 from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, run_jobs, test_and_val
 from dsdistill.evaluators.storage import storage_breakdown, storage_lines
-from dsdistill.evaluators.report import EvalReport
+from dsdistill.evaluators.report import EvalReport, cell
 from dsdistill.evaluators.softlabel_train import OnlineSource, ReplaySource, train_student
 from dsdistill.registry import EVALUATORS
 from dsdistill.rng import make_generator
@@ -87,12 +87,11 @@ class SoftLabelReport(EvalReport):
             lines.append(ONLINE_NOTE)
         lines += ["", "| model | soft labels | hard labels | random + same soft labels | full (hard) | IOR | HLR |",
                   "|---|---|---|---|---|---|---|"]
-        fmt = (lambda k: f"{k['mean']:.2f} ± {k['std']:.2f} (n={k['n']})" if k else "–")  # noqa: E731
         num = (lambda v: "–" if v is None else f"{v:+.4f}")  # noqa: E731
         for model, kinds in s.items():
             sc = self.scores.get(model, {})
-            lines.append(f"| {model} | {fmt(kinds.get('synthetic'))} | {fmt(kinds.get('synthetic_hard'))} | "
-                         f"{fmt(kinds.get('random'))} | {fmt(kinds.get('full'))} | {num(sc.get('ior'))} | "
+            lines.append(f"| {model} | {cell(kinds.get('synthetic'))} | {cell(kinds.get('synthetic_hard'))} | "
+                         f"{cell(kinds.get('random'))} | {cell(kinds.get('full'))} | {num(sc.get('ior'))} | "
                          f"{num(sc.get('hlr'))} |")
         lines += ["", f"label storage: soft labels {st.get('replay_labels', 0):,} B, replay parameters "
                       f"{st.get('replay_params', 0):,} B", *storage_lines(self.storage),
@@ -237,13 +236,14 @@ def evaluate_softlabel(syn: SyntheticSet, real: RealData, *, models=("convnet",)
             images, labels = real.train_images[idx], real.train_labels[idx]
             if not online_teacher:  # one relabelled subset per run, shared by the student models
                 if run not in random_labels:
-                    random_labels[run] = relabel_like(images.to(device), [t.model for t in committee], rp,
-                                                      epochs=epochs, generator=make_generator(seed, "random-relabel", run))
+                    random_labels[run] = relabel_like(images.to(device), [t.model for t in committee], rp, epochs=epochs,
+                                                      generator=make_generator(seed, "random-relabel", run))
                 source = ReplaySource(random_labels[run], temperature)
         elif kind == "full":
             images, labels = real.train_images, real.train_labels
             source = OnlineSource([], torch.ones(1), "logits", temp, rp.size if rp else shape_hw, shape_hw,
-                                  tuple(settings.get("scale", (0.08, 1.0))), tuple(settings.get("ratio", (3 / 4, 4 / 3))),
+                                  tuple(settings.get("scale", (0.08, 1.0))),
+                                  tuple(settings.get("ratio", (3 / 4, 4 / 3))),
                                   bool(settings.get("flip", True)), settings.get("mix", "cutmix"))
         elif not online_teacher:
             source = ReplaySource(rp, temperature)
