@@ -103,6 +103,31 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
     return syn
 
 
+def with_protocol_options(protocol: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a protocol recipe (a dataclass) with some fields replaced, checked by name and type.
+
+    Raises:
+        ConfigError: An unknown field, or a value of the wrong type.
+    """
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(protocol)} - {"name", "description"}
+    clean = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"protocol {protocol.name!r} has no option {key!r}; it takes: {', '.join(sorted(fields))}")
+        default = getattr(protocol, key)
+        ok = (isinstance(value, bool) if isinstance(default, bool) else
+              isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else
+              isinstance(value, type(default)))
+        if not ok:
+            raise ConfigError(f"protocol option {key} must be a {type(default).__name__} (default {default!r}), "
+                              f"got {value!r}")
+        clean[key] = float(value) if isinstance(default, float) else value
+    return dataclasses.replace(protocol, **clean)
+
+
 def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, runs: int = 3,
                   epochs: int | None = None, protocol: str | None = None, lr: float | None = None,
                   batch_size: int | None = None, seed: int = 0, baseline: bool = True,
@@ -111,7 +136,8 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
                   progress: bool = True, deterministic: bool = False, robustness: bool = False,
                   overwrite: bool = True, resume: bool = False, checkpoint_every: int = 0,
                   teachers: str | None = None, online_teacher: bool = False, full_acc: float | None = None,
-                  full_epochs: int = 0, clip_model: str | None = None, clip_weights: str | None = None):
+                  full_epochs: int = 0, clip_model: str | None = None, clip_weights: str | None = None,
+                  protocol_options: dict[str, Any] | None = None):
     """Load a synthetic set file, evaluate it (see :func:`dsdistill.evaluators.evaluate`), optionally
     write the JSON report atomically, and return the :class:`~dsdistill.evaluators.EvalReport`.
 
@@ -126,7 +152,8 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
 
     Protocols with their own loop (label-light methods: ``infer``, ``nrr``, ``hello``) are objects
     with an ``evaluate_set`` method; they receive ``teachers``, ``online_teacher``, ``full_acc``,
-    ``full_epochs``, ``clip_model`` and ``clip_weights`` as ``options``."""
+    ``full_epochs``, ``clip_model`` and ``clip_weights`` as ``options``; ``protocol_options``
+    overrides their recipe's fields (e.g. ``{"alpha_dbr": 0.5}`` for ``dbr``), checked by name and type."""
     _registries()
     from dsdistill.graph_api import evaluate_graph_file, is_graph_file
 
@@ -167,7 +194,11 @@ def evaluate_file(file: str | os.PathLike, *, models: list[str] | None = None, r
     from dsdistill.evaluators import evaluate_softlabel, protocol_for
 
     chosen = protocol_for(syn, protocol)
+    if protocol_options and not hasattr(chosen, "evaluate_set"):
+        raise ConfigError(f"--protocol-option applies to the infer, dbr and hello protocols, not {chosen.name!r}; "
+                          "use --epochs/--lr/--batch-size for the others")
     if hasattr(chosen, "evaluate_set"):  # a protocol with its own student loop
+        chosen = with_protocol_options(chosen, protocol_options or {})
         options = {"teachers": teachers, "online_teacher": online_teacher, "full_acc": full_acc,
                    "full_epochs": full_epochs, "clip_model": clip_model, "clip_weights": clip_weights}
         report = chosen.evaluate_set(syn, real, models=models, runs=runs, epochs=epochs, lr=lr, batch_size=batch_size,

@@ -71,12 +71,12 @@ config_option = click.option("--config", type=click.Path(dir_okay=False), is_eag
                              callback=_load_config, help="YAML file of option defaults (explicit flags win).")
 
 
-def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_params(items: tuple[str, ...], flag: str = "--param") -> dict[str, Any]:
     """``("lr_img=0.5", "init=noise")`` -> ``{"lr_img": 0.5, "init": "noise"}`` (values parsed as YAML)."""
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -186,11 +186,13 @@ def condense(method, dataset, ipc, output, iterations, param, seed, zca, overwri
               help="hello: open_clip model name or config JSON of the frozen backbone (default: the file's).")
 @click.option("--clip-weights", type=click.Path(dir_okay=False), default=None,
               help="hello: local weights file of the frozen CLIP backbone (default: the path the file records).")
+@click.option("--protocol-option", "protocol_option", multiple=True,
+              help="infer/dbr/hello: override a recipe field KEY=VALUE (repeatable), e.g. alpha_dbr=0.5.")
 @common_data_options
 @user_errors
 def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_baseline, robustness, dataset, json_path,
              overwrite, resume, checkpoint_every, teachers, online_teacher, full_acc, full_epochs, clip_model,
-             clip_weights, data_root, download, device, threads, quiet, deterministic):
+             clip_weights, protocol_option, data_root, download, device, threads, quiet, deterministic):
     """Train fresh students on FILE and report test accuracy next to the random baseline."""
     from dsdistill.api import evaluate_file
 
@@ -201,7 +203,8 @@ def evaluate(file, model, runs, epochs, protocol, lr, batch_size, seed, no_basel
                            threads=threads, progress=not quiet, deterministic=deterministic, robustness=robustness,
                            overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
                            teachers=teachers, online_teacher=online_teacher, full_acc=full_acc,
-                           full_epochs=full_epochs, clip_model=clip_model, clip_weights=clip_weights)
+                           full_epochs=full_epochs, clip_model=clip_model, clip_weights=clip_weights,
+                           protocol_options=parse_params(protocol_option, "--protocol-option"))
     from dsdistill import distributed
 
     if distributed.is_main():

@@ -107,6 +107,11 @@ def test_refuses_to_overwrite(tiny_h5, tiny_name):
     assert_clean_error(code, output, "exists; pass --overwrite")
 
 
+def test_protocol_option_is_refused_where_it_does_not_apply(tiny_h5):
+    code, output = run("evaluate", tiny_h5, "--protocol-option", "alpha_dbr=1", "--quiet")
+    assert_clean_error(code, output, "--protocol-option applies to the infer, dbr and hello protocols, not 'dc'")
+
+
 def test_unknown_model_for_evaluate(tiny_h5):
     code, output = run("evaluate", tiny_h5, "--model", "convnet,transformer9")
     assert_clean_error(code, output, "unknown model 'transformer9'")

@@ -148,10 +148,25 @@ def test_cli_evaluates_with_the_files_protocol(syn, tiny_real, tiny_dir, tmp_pat
     save_synthetic(syn, path)
     out = tmp_path / "r.json"
     res = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", f"arrays:{tiny_dir}", "--model", "convnetw32",
-                                    "--runs", "1", "--epochs", "1", "--json", str(out), "-q"])
+                                    "--runs", "1", "--epochs", "1", "--json", str(out), "-q",
+                                    "--protocol-option", "alpha_dbr=0.25", "--protocol-option", "ce_weight=2"])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["protocol"]["name"] == "dbr" and {r["kind"] for r in data["runs"]} == {"synthetic", "random"}
+    assert data["protocol"]["alpha_dbr"] == 0.25 and data["protocol"]["ce_weight"] == 2.0
     ck = Checkpointer(tmp_path / "e.ckpt", every=1)
     report = _eval(syn, tiny_real, checkpoint=ck)
     assert len(report.runs) == 2
+
+
+@pytest.mark.parametrize("overrides, phrase", [({"alpha": 1.0}, "has no option 'alpha'; it takes: alpha_dbr"),
+                                               ({"alpha_dbr": "high"}, "alpha_dbr must be a float"),
+                                               ({"hard": 1}, "hard must be a bool"),
+                                               ({"batch_size": 1.5}, "batch_size must be a int")])
+def test_protocol_options_are_checked_by_name_and_type(overrides, phrase):
+    from dsdistill.api import with_protocol_options
+
+    with pytest.raises(ConfigError, match=phrase):
+        with_protocol_options(DBR, overrides)
+    changed = with_protocol_options(DBR, {"alpha_dbr": 2, "hard": True})
+    assert changed.alpha_dbr == 2.0 and isinstance(changed.alpha_dbr, float) and changed.hard and not DBR.hard
