@@ -82,6 +82,11 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
     if iterations is not None:
         overrides["iterations"] = iterations
     condenser = cls.from_settings(key, ipc, overrides)
+    from dsdistill import distributed
+
+    if distributed.launched() and not cls.splits_across_processes:
+        raise ConfigError(f"method {method!r} does not split its work across torchrun processes (every process "
+                          "would repeat the whole run); run it as a single process without torchrun")
     set_threads(threads)
     set_deterministic(deterministic)
     tune_allocator()
@@ -94,7 +99,6 @@ def condense(method: str, dataset: str, ipc: int, *, output: str | os.PathLike |
         checkpoint = Checkpointer(f"{output}.ckpt", every=checkpoint_every, resume=resume, signature={
             "method": method, "dataset": key, "ipc": ipc, "seed": seed, "zca": zca, **settings})
     syn = condenser.condense(real, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
-    from dsdistill import distributed
 
     if output is not None and distributed.is_main():  # under torchrun (sre2l, cvdd) only rank 0 writes
         save_synthetic(syn, output, overwrite=True)

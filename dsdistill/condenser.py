@@ -35,6 +35,9 @@ class Condenser:
     name: str = ""
     Config: type = object
     protocol: str = "dc"  # evaluation protocol the method's sets are meant for
+    #: True when :meth:`condense` splits its work across torchrun processes (``dsdistill.distributed``);
+    #: other methods are refused under torchrun instead of repeating the whole run on every rank.
+    splits_across_processes: bool = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

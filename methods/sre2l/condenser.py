@@ -148,6 +148,7 @@ class DecoupledCondenser(Condenser):
     """Shared recover -> relabel pipeline of ``sre2l`` and ``cvdd`` (subclasses choose the committee plan)."""
 
     protocol = "softlabel"
+    splits_across_processes = True  # per-class recover items are sharded across torchrun ranks
 
     @classmethod
     def recipe(cls, dataset: str, ipc: int) -> dict[str, Any]:

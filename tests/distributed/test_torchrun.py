@@ -1,6 +1,8 @@
-"""``torchrun --nproc_per_node 2`` (gloo on CPU) gives the same evaluation as one process."""
+"""torchrun (gloo on CPU) gives the same evaluation as one process; methods that do not split are refused."""
 
 import json
+
+import pytest
 
 from click.testing import CliRunner
 
@@ -23,3 +25,15 @@ def test_two_process_evaluation_equals_one_process(tiny_name, tmp_path, torchrun
     assert [r["test_acc"] for r in one["runs"]] == [r["test_acc"] for r in two["runs"]]
     assert two["settings"]["processes"] == 2 and one["settings"]["processes"] == 1
     assert proc.stdout.count("| convnet |") == 1  # only rank 0 prints
+
+
+def test_methods_that_do_not_split_are_refused_under_torchrun(tiny_name, tmp_path, monkeypatch):
+    from dsdistill.api import condense
+    from dsdistill.errors import ConfigError
+    from dsdistill.registry import CONDENSERS
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="'dm' does not split its work across torchrun processes"):
+        condense("dm", tiny_name, 2, iterations=1, output=tmp_path / "dm.h5", progress=False)
+    assert not (tmp_path / "dm.h5").exists()
+    assert CONDENSERS.get("sre2l").splits_across_processes and CONDENSERS.get("cvdd").splits_across_processes
