@@ -12,6 +12,12 @@ is the template):
    ``-log p_c`` and keep the ``count * beta`` **least confident** ones (highest CE; RDED keeps the
    most confident). Crops the teacher classifies correctly come first, so a class with enough
    correct crops never starts from an image the teacher calls another class;
+3'. with ``slot_pool = k > 0`` (per-slot candidates, RDED's sampling of a few candidates per
+   output) the ranking is local instead: ``count * beta * k`` real images are drawn, split into
+   ``count * beta`` disjoint random groups of ``k``, and each group gives its least (``"lowest"``)
+   or most (``"highest"``) confident crop, correct crops first. ``k = 1`` is a uniform random
+   draw; a larger ``k`` leans further towards hard examples, while the global ranking (``k = 0``)
+   picks the class's extreme tail;
 4. downsample and tile ``beta = factor**2`` of them per image (:func:`~dsdistill.methods.sre2l.patches.stitch`).
 
 Differences from the reference (NRR-DD's code could not be read; the notes are second-hand):
@@ -43,7 +49,8 @@ def box_means(maps: Tensor, boxes: Tensor) -> Tensor:
 
 
 def critical_patches(images: Tensor, label: int, count: int, cam: ClassActivation, generator: torch.Generator, *,
-                     beta: int, pool: int, crops: int, scale_min: float, select: str = "lowest") -> Tensor:
+                     beta: int, pool: int, crops: int, scale_min: float, select: str = "lowest",
+                     slot_pool: int = 0) -> Tensor:
     """``(count, C, H, W)`` stitched initial images of class ``label`` (module docstring).
 
     Args:
@@ -57,13 +64,17 @@ def critical_patches(images: Tensor, label: int, count: int, cam: ClassActivatio
         crops: Candidate crops per real image.
         scale_min: Smallest crop area fraction.
         select: ``"lowest"`` (NRR-DD) or ``"highest"`` (RDED) confidence.
+        slot_pool: 0 = rank the whole pool; ``k > 0`` = draw ``k`` distinct candidates per patch slot
+            (``pool`` is then ignored) and keep the best of each slot (module docstring, step 3').
 
     Returns:
         ``(count, C, H, W)`` on ``images.device``.
     """
     factor = round(beta ** 0.5)
+    need = count * factor * factor
     n, _, h, w = images.shape
-    src = images[torch.randperm(n, generator=generator)[: min(pool, n)].to(images.device)]
+    size = min(pool if slot_pool <= 0 else need * slot_pool, n)
+    src = images[torch.randperm(n, generator=generator)[:size].to(images.device)]
     p = len(src)
     maps = cam.maps(src, torch.full((p,), label, device=src.device))  # (P, H, W)
     if scale_min >= 1.0:  # whole images (torchvision would still jitter the aspect by a pixel)
@@ -78,8 +89,11 @@ def critical_patches(images: Tensor, label: int, count: int, cam: ClassActivatio
         correct = torch.cat([cam.model(x).argmax(1) for x in chosen.split(256)]) == label
     # rank: correct crops first, then by confidence (CE descending for "lowest", ascending for "highest")
     key = ce.double() if select == "highest" else -ce.double()
-    key = key + torch.where(correct, 0.0, 1e6).to(key)
-    order = torch.argsort(key.cpu(), stable=True)
-    need = count * factor * factor
-    order = order[torch.arange(need) % len(order)]
+    key = (key + torch.where(correct, 0.0, 1e6).to(key)).cpu()
+    if slot_pool > 0:  # src is already a random order: slot s holds candidates s*k ... s*k + k - 1
+        slots = (torch.arange(need * slot_pool) % p).view(need, slot_pool)
+        order = slots.gather(1, key[slots].argmin(1, keepdim=True))[:, 0]
+    else:
+        order = torch.argsort(key, stable=True)
+        order = order[torch.arange(need) % len(order)]
     return stitch(chosen[order.to(chosen.device)], factor)

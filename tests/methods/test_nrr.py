@@ -101,6 +101,31 @@ def test_cidd_picks_the_least_confident_critical_crops(tiny_real, tiny_teachers)
     assert (dist.amin(1) < 1e-5).all()
 
 
+@pytest.mark.parametrize("select", ["lowest", "highest"])
+def test_cidd_slot_pool_keeps_the_extreme_of_each_random_group(tiny_real, tiny_teachers, select):
+    teacher = load_committee(tiny_teachers, ["convnet_bn"], real=tiny_real)[0].model
+    cam = ClassActivation(teacher, tiny_real.train_images[:4])
+    imgs = tiny_real.train_images[tiny_real.indices_of(2)]
+    k, count = 3, 4
+    assert len(imgs) >= k * count
+    out = critical_patches(imgs, 2, count, cam, torch.Generator().manual_seed(5), beta=1, pool=1, crops=2,
+                           scale_min=1.0, select=select, slot_pool=k)
+    # rebuild: the first draw orders the class; slot s holds the s-th group of k (pool is not used)
+    groups = imgs[torch.randperm(len(imgs), generator=torch.Generator().manual_seed(5))[: k * count]].view(
+        count, k, *imgs.shape[1:])
+    with torch.no_grad():
+        logits = teacher(groups.flatten(0, 1)).view(count, k, -1)
+    ce = -logits.log_softmax(2)[..., 2]
+    key = (ce if select == "highest" else -ce) + 1e6 * (logits.argmax(2) != 2)
+    expected = groups[torch.arange(count), key.argmin(1)]
+    assert torch.allclose(out, expected)
+    picked = critical_patches(imgs, 2, count, cam, torch.Generator().manual_seed(5), beta=1, pool=1, crops=2,
+                              scale_min=1.0, select=select, slot_pool=1)
+    assert torch.equal(picked, groups.flatten(0, 1)[:count])  # k = 1: the first images of the random draw
+    with pytest.raises(ConfigError, match="slot_pool"):
+        _nrr({**FAST, "teachers": tiny_teachers, "slot_pool": -1}, tiny_real)
+
+
 def test_mask_freezes_critical_pixels_and_refines_the_rest(tiny_real, tiny_teachers):
     teacher = load_committee(tiny_teachers, ["convnet_bn"], real=tiny_real)[0].model
     x0 = tiny_real.train_images[tiny_real.sample_indices(2, torch.Generator().manual_seed(0)).reshape(-1)]
@@ -234,5 +259,7 @@ def test_bad_input(tiny_real, tiny_teachers, tmp_path):
 def test_digit_labels_never_flip():
     mnist = CONDENSERS.get("nrr").from_settings("mnist", 10).config
     assert mnist.label_flip is False and mnist.scale_min == 1.0 and mnist.label_scale_min == 0.5
+    assert mnist.slot_pool == 1  # digits: random candidates (module docstring of the condenser)
     cifar = CONDENSERS.get("nrr").from_settings("cifar10", 10).config
     assert cifar.label_flip is True and cifar.beta == 1 and cifar.scale_min == 0.5 and cifar.label_scale_min == 0.08
+    assert cifar.slot_pool == 0
