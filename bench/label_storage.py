@@ -15,6 +15,7 @@ Usage (niced, one thread; a row is written after every method)::
         --teachers /path/teachers --clip-model NAME --clip-weights PATH --runs 3 \
         --out bench/results/label_storage [--methods sre2l,infer,nrr,hello] [--reuse] \
         [--param sre2l:iterations=100 --param infer:iterations=200 ...] [--epochs method=N ...]
+        [--from-report nrr=nrr_eval.json ...]   # a row from a saved evaluate --json report
 
 Writes ``<out>.json`` (reports and settings) and ``<out>.md`` (the table).
 """
@@ -49,12 +50,13 @@ def _b(n: float | None) -> str:
     return "–" if n is None else f"{n / 1e3:,.1f} kB"
 
 
-def row(method: str, report, seconds: float) -> dict:
-    s = report.summary()
+def row(method: str, report: dict, seconds: float | None) -> dict:
+    """One table row from an evaluation report (``EvalReport.to_dict()`` or its ``--json`` file)."""
+    s = report["summary"]
     model = next(iter(s))
-    st = report.storage
+    st = report["storage"]
     return {"method": method, "model": model, "synthetic": s[model].get("synthetic"), "random": s[model].get("random"),
-            "protocol": report.protocol.get("name"), "epochs": report.protocol.get("epochs"),
+            "protocol": report["protocol"].get("name"), "epochs": report["protocol"].get("epochs"),
             "images": st["parts"]["images"], "labels": st["parts"]["labels"], "label_bytes": st["label_bytes"],
             "label_generator": st["parts"]["label_generator"], "models_at_training": st["models_at_training"],
             "training_models": st["training_models"], "total": st["total"],
@@ -81,6 +83,9 @@ def markdown(rows: list[dict], settings: dict) -> str:
                      f"{_b(r['models_at_training'])} | {_b(r['total'])} | {_b(r['total_with_models'])} | "
                      f"{_b(r['per_epoch_label_bytes'])} | {r['counted_images']}/{r['training_instances']} |")
     lines += ["", f"Machine: {settings['machine']}; settings: `{json.dumps(settings['params'])}`"]
+    if settings.get("from_reports"):
+        lines += ["", "Rows taken from saved evaluation reports (`dsdistill evaluate --json`, same API, not re-run "
+                      "here): " + ", ".join(f"{m}: `{p}`" for m, p in settings["from_reports"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +104,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="Reuse <out>_<method>.h5 when it exists.")
     ap.add_argument("--out", default="bench/results/label_storage")
+    ap.add_argument("--from-report", action="append", default=[],
+                    help="METHOD=REPORT.json: take that method's row from a saved `dsdistill evaluate --json` report "
+                         "instead of condensing and evaluating (the table says so)")
     args = ap.parse_args()
 
     from dsdistill import api
@@ -112,7 +120,14 @@ def main() -> None:
                 "machine": f"{platform.node()} {platform.processor() or platform.machine()}, torch threads "
                            f"{__import__('torch').get_num_threads()}"}
     rows, reports = [], {}
+    saved = dict(item.split("=", 1) for item in args.from_report)
+    settings["from_reports"] = saved
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        if method in saved:
+            report = json.loads(Path(saved[method]).read_text())
+            rows.append(row(method, report, None))
+            reports[method] = report
+            continue
         path = Path(f"{out}_{method}.h5")
         p = {"teachers": args.teachers, **params.get(method, {})}
         if method == "hello":
@@ -125,8 +140,8 @@ def main() -> None:
                                    seed=args.seed, progress=False, teachers=args.teachers,
                                    clip_model=args.clip_model if method == "hello" else None,
                                    clip_weights=args.clip_weights if method == "hello" else None)
-        rows.append(row(method, report, seconds))
         reports[method] = report.to_dict()
+        rows.append(row(method, reports[method], seconds))
         print(report.table(), flush=True)
         (out.with_suffix(".json")).write_text(json.dumps({"settings": settings, "rows": rows, "reports": reports},
                                                          indent=1, default=str))
