@@ -114,6 +114,7 @@ def with_protocol_options(protocol: Any, overrides: dict[str, Any]) -> Any:
         ConfigError: An unknown field, or a value of the wrong type.
     """
     import dataclasses
+    import math
 
     fields = {f.name for f in dataclasses.fields(protocol)} - {"name", "description"}
     clean = {}
@@ -121,9 +122,14 @@ def with_protocol_options(protocol: Any, overrides: dict[str, Any]) -> Any:
         if key not in fields:
             raise ConfigError(f"protocol {protocol.name!r} has no option {key!r}; it takes: {', '.join(sorted(fields))}")
         default = getattr(protocol, key)
+        if isinstance(default, float) and isinstance(value, str):
+            from dsdistill.condenser import _number_text
+
+            value = _number_text(value)  # "1e-3" is a string to YAML 1.1
         ok = (isinstance(value, bool) if isinstance(default, bool) else
               isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
-              isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              if isinstance(default, float) else
               isinstance(value, type(default)))
         if not ok:
             raise ConfigError(f"protocol option {key} must be a {type(default).__name__} (default {default!r}), "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import json
 import logging
 import os
@@ -57,6 +58,17 @@ class Condenser:
         raise NotImplementedError
 
 
+def _number_text(value: Any) -> Any:
+    """``"1e-6"`` -> ``1e-06``: YAML 1.1 (``yaml.safe_load``, used for ``-p`` values and config files)
+    reads exponent notation without a dot as a string; anything else is returned unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def resolve_config(config_cls: type, overrides: dict[str, Any]) -> Any:
     """Instantiate ``config_cls`` with ``overrides``; unknown keys or bad types raise ConfigError."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
@@ -72,8 +84,9 @@ def resolve_config(config_cls: type, overrides: dict[str, Any]) -> Any:
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"setting {key} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"setting {key} must be a number, got {value!r}")
+            value = _number_text(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"setting {key} must be a finite number, got {value!r}")
             value = type(default)(value) if not (isinstance(default, int) and isinstance(value, float)
                                                  and not value.is_integer()) else value
         values[key] = value

@@ -84,7 +84,8 @@ def test_config_params_reach_the_method(tiny_name, tmp_path):
     (["--method", "random", "--ipc", "500", "--dataset", "TINY"], "larger than the smallest class"),
     (["--method", "dm", "--dataset", "cifar10", "--data-root", "/nonexistent/dir"], "does not exist"),
     (["--method", "dm", "-p", "lr_image=3"], "unknown setting(s) lr_image"),
-    (["--method", "dm", "-p", "lr_img=fast"], "must be a number"),
+    (["--method", "dm", "-p", "lr_img=fast"], "must be a finite number"),
+    (["--method", "dm", "-p", "lr_img=nan"], "must be a finite number"),
 ])
 def test_condense_bad_input(args, phrase, tmp_path, tiny_name):
     out = tmp_path / "out.h5"
@@ -92,6 +93,18 @@ def test_condense_bad_input(args, phrase, tmp_path, tiny_name):
     code, output = run("condense", *args, "-o", out, "-q")
     assert_clean_error(code, output, phrase)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_exponent_numbers_are_numbers():
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; settings still take it as the number."""
+    from dsdistill.cli import parse_params
+    from dsdistill.condenser import resolve_config
+    from dsdistill.registry import CONDENSERS
+
+    params = parse_params(("lr_img=1e-6", "iterations=2"))
+    assert params["lr_img"] == "1e-6"
+    config = resolve_config(CONDENSERS.get("dm").Config, params)
+    assert config.lr_img == 1e-6 and config.iterations == 2
 
 
 def test_unknown_config_key_lists_valid_ones(tmp_path):
