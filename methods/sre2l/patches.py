@@ -7,6 +7,12 @@ resized back to the full image size), score every crop by the scorer's cross-ent
 images of the class; each is downsampled to ``(H / factor, W / factor)`` (bilinear, antialiased)
 and groups of ``factor**2`` are tiled row-major into one image. ``factor = 1`` keeps whole crops.
 
+Alternatively (:func:`class_selection`, ``init="herding"`` / ``"kcenter"``) whole real images are
+chosen to *cover* the class rather than to be the easiest: from ``pool`` random training images
+of the class, herding (running mean of the selection closest to the class mean) or greedy
+k-center (farthest point) in the scorer's penultimate features (``embed``; its logits if it has
+none), with the selection rules of the ``herding`` / ``k_center`` coreset baselines.
+
 Only training-split images and the scorer are involved; the draw for class ``c`` comes from its
 own generator, so the patches of a class do not depend on which process computes them.
 """
@@ -19,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dsdistill.methods.coreset import herding, k_center
 from dsdistill.softlabels.replay import resized_crop, sample_crops
+
+SELECTIONS = {"herding": herding, "kcenter": k_center}
 
 
 @torch.no_grad()
@@ -73,3 +82,29 @@ def class_patches(images: Tensor, label: int, count: int, scorer: Callable[[Tens
     scores = score_crops(flat, label, scorer).view(len(src), crops)
     chosen, _ = select_patches(flat.view(len(src), crops, c, h, w), scores, count * factor * factor)
     return stitch(chosen, factor)
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, x: Tensor, chunk: int = 256) -> Tensor:
+    """``(n, d)`` penultimate features of ``(n, C, H, W)`` images (``model.embed``, else its logits)."""
+    fn = model.embed if hasattr(model, "embed") else model
+    return torch.cat([fn(c).flatten(1).float() for c in x.split(chunk)])
+
+
+def class_selection(images: Tensor, count: int, model: torch.nn.Module, generator: torch.Generator, *, rule: str,
+                    pool: int) -> Tensor:
+    """``(count, C, H, W)`` whole real images of one class chosen by ``rule`` (``"herding"`` or ``"kcenter"``).
+
+    Args:
+        images: ``(n, C, H, W)`` training images of the class.
+        count: Images to keep (at most the pool size).
+        model: The scorer; selection runs in its :func:`embed` space.
+        generator: Draws the pool.
+        rule: A key of :data:`SELECTIONS`.
+        pool: Random images of the class considered.
+    """
+    pick = torch.randperm(len(images), generator=generator)[: min(pool, len(images))]
+    if count > len(pick):
+        raise ValueError(f"cannot select {count} images from a pool of {len(pick)}")
+    chosen = SELECTIONS[rule](embed(model, images[pick]), count).cpu()
+    return images[pick[chosen]]

@@ -108,6 +108,44 @@ def test_class_patches_follow_the_scorer():
     assert stitch(patches, 2)[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
 
 
+def test_class_selection_covers_the_class_in_the_scorer_space():
+    from dsdistill.methods.coreset import herding, k_center
+    from dsdistill.methods.sre2l.patches import class_selection
+
+    class Scorer(nn.Module):  # features = mean brightness and its square
+        def embed(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([m, m * m], 1)
+
+        def forward(self, x):
+            return self.embed(x)
+
+    values = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 10.0])
+    images = values.view(6, 1, 1, 1).expand(6, 1, 4, 4).clone()
+    feats = torch.stack([values, values * values], 1)
+    for rule, fn in (("herding", herding), ("kcenter", k_center)):
+        out = class_selection(images, 3, Scorer(), torch.Generator().manual_seed(0), rule=rule, pool=100)
+        assert out.mean((1, 2, 3)).tolist() == values[fn(feats, 3)].tolist(), rule
+    # k-center reaches the outlier, herding keeps near the mean; a pool limits the candidates
+    assert 10.0 in class_selection(images, 2, Scorer(), torch.Generator(), rule="kcenter", pool=6).flatten().tolist()
+    small = class_selection(images, 2, Scorer(), torch.Generator().manual_seed(3), rule="herding", pool=2)
+    assert small.shape == (2, 1, 4, 4)
+    with pytest.raises(ValueError, match="pool of 2"):
+        class_selection(images, 3, Scorer(), torch.Generator(), rule="herding", pool=2)
+
+
+def test_zero_iterations_keep_the_selected_real_images(tiny_real, tiny_teachers):
+    syn = _sre2l({**FAST, "iterations": 0, "teachers": tiny_teachers, "init": "herding"}, tiny_real)
+    real_rows = {tuple(x.flatten().tolist()) for x in tiny_real.train_images}
+    assert all(tuple(x.flatten().tolist()) in real_rows for x in syn.images)  # unrecovered real images
+    assert syn.provenance["final_loss_mean"] is None and syn.provenance["patch_scorer"]
+    assert syn.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    recovered = _sre2l({**FAST, "iterations": 2, "teachers": tiny_teachers, "init": "herding"}, tiny_real)
+    assert not torch.equal(recovered.images, syn.images)
+    with pytest.raises(ConfigError, match="iterations must be >= 0"):
+        _sre2l({**FAST, "iterations": -1, "teachers": tiny_teachers}, tiny_real)
+
+
 def _sre2l(settings, tiny_real, ipc=2, seed=0, checkpoint=None, real=None):
     return CONDENSERS.get("sre2l").from_settings("tiny", ipc, settings).condense(
         real or tiny_real, ipc, seed=seed, progress=False, checkpoint=checkpoint)
