@@ -84,8 +84,8 @@ def markdown(rows: list[dict], settings: dict) -> str:
                      f"{_b(r['per_epoch_label_bytes'])} | {r['counted_images']}/{r['training_instances']} |")
     lines += ["", f"Machine: {settings['machine']}; settings: `{json.dumps(settings['params'])}`"]
     if settings.get("from_reports"):
-        lines += ["", "Rows taken from saved evaluation reports (`dsdistill evaluate --json`, same API, not re-run "
-                      "here): " + ", ".join(f"{m}: `{p}`" for m, p in settings["from_reports"].items())]
+        lines += ["", "Rows taken from saved evaluation reports (EvalReport JSON written by `dsdistill evaluate --json` "
+                      "or by the same evaluator functions from Python; not re-run here): " + ", ".join(f"{m}: `{p}`" for m, p in settings["from_reports"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -143,10 +143,15 @@ def main() -> None:
         reports[method] = report.to_dict()
         rows.append(row(method, reports[method], seconds))
         print(report.table(), flush=True)
-        (out.with_suffix(".json")).write_text(json.dumps({"settings": settings, "rows": rows, "reports": reports},
-                                                         indent=1, default=str))
-        (out.with_suffix(".md")).write_text(markdown(rows, settings))
+        _write(out, settings, rows, reports)  # a row at a time: a long run keeps what it has
+    _write(out, settings, rows, reports)
     print(markdown(rows, settings))
+
+
+def _write(out: Path, settings: dict, rows: list[dict], reports: dict) -> None:
+    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows, "reports": reports},
+                                                   indent=1, default=str))
+    out.with_suffix(".md").write_text(markdown(rows, settings))
 
 
 if __name__ == "__main__":
