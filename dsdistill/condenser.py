@@ -60,12 +60,14 @@ class Condenser:
 
 def _number_text(value: Any) -> Any:
     """``"1e-6"`` -> ``1e-06``: YAML 1.1 (``yaml.safe_load``, used for ``-p`` values and config files)
-    reads exponent notation without a dot as a string; anything else is returned unchanged."""
+    reads exponent notation without a dot as a string; anything else (including "nan"/"inf" text)
+    is returned unchanged."""
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
             return value
+        return number if math.isfinite(number) else value
     return value
 
 
@@ -85,8 +87,8 @@ def resolve_config(config_cls: type, overrides: dict[str, Any]) -> Any:
             raise ConfigError(f"setting {key} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             value = _number_text(value)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"setting {key} must be a finite number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"setting {key} must be a number, got {value!r}")
             value = type(default)(value) if not (isinstance(default, int) and isinstance(value, float)
                                                  and not value.is_integer()) else value
         values[key] = value

@@ -84,8 +84,8 @@ def test_config_params_reach_the_method(tiny_name, tmp_path):
     (["--method", "random", "--ipc", "500", "--dataset", "TINY"], "larger than the smallest class"),
     (["--method", "dm", "--dataset", "cifar10", "--data-root", "/nonexistent/dir"], "does not exist"),
     (["--method", "dm", "-p", "lr_image=3"], "unknown setting(s) lr_image"),
-    (["--method", "dm", "-p", "lr_img=fast"], "must be a finite number"),
-    (["--method", "dm", "-p", "lr_img=nan"], "must be a finite number"),
+    (["--method", "dm", "-p", "lr_img=fast"], "must be a number"),
+    (["--method", "dm", "-p", "lr_img=nan"], "must be a number, got 'nan'"),
 ])
 def test_condense_bad_input(args, phrase, tmp_path, tiny_name):
     out = tmp_path / "out.h5"
