@@ -10,8 +10,8 @@ Example:
     >>> [(t.name, round(t.val_accuracy, 3)) for t in committee]
 """
 
-from dsdistill.teachers.store import MANIFEST, Teacher, check_fits, load_committee, teacher_names
+from dsdistill.teachers.store import MANIFEST, Teacher, check_fits, has_batchnorm, load_committee, teacher_names
 from dsdistill.teachers.training import TeacherRecipe, import_checkpoint, train_one, train_teachers
 
-__all__ = ["MANIFEST", "Teacher", "TeacherRecipe", "check_fits", "import_checkpoint", "load_committee",
+__all__ = ["MANIFEST", "Teacher", "TeacherRecipe", "check_fits", "has_batchnorm", "import_checkpoint", "load_committee",
            "teacher_names", "train_one", "train_teachers"]

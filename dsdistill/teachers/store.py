@@ -55,6 +55,11 @@ class Teacher:
         return 100.0 * self.val_accuracy
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has BatchNorm2d layers (the statistics BN-matching condensers need)."""
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

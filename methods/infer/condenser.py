@@ -64,6 +64,7 @@ from dsdistill.methods.sre2l.recover import BNStatLoss, ValidRange
 from dsdistill.registry import CONDENSERS
 from dsdistill.rng import make_generator
 from dsdistill.synthetic import Component, SyntheticSet
+from dsdistill.teachers import has_batchnorm
 
 
 def infer_recipe(dataset: str) -> dict[str, Any]:
@@ -117,10 +118,6 @@ class InferConfig:
     temperature: float = 30.0
 
 
-def _has_bn(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-
-
 def load_infer_committee(directory: str, names: list[str] | None, real: RealData, device: str) -> tuple[list, list]:
     """The M BatchNorm teachers (and the names of skipped teachers without BatchNorm).
 
@@ -137,11 +134,11 @@ def load_infer_committee(directory: str, names: list[str] | None, real: RealData
         loaded = load_committee(directory, names=names, device=device, real=real)
     except DataNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    no_bn = [t.name for t in loaded if not _has_bn(t.model)]
+    no_bn = [t.name for t in loaded if not has_batchnorm(t.model)]
     if names and no_bn:
         raise ConfigError(f"teacher(s) {', '.join(no_bn)} have no BatchNorm layers; INFER matches BN statistics, "
                           f"so name only BatchNorm teachers in committee")
-    committee = [t for t in loaded if _has_bn(t.model)]
+    committee = [t for t in loaded if has_batchnorm(t.model)]
     if not committee:
         raise ConfigError(f"no teacher in {directory} has BatchNorm layers; INFER matches BN statistics "
                           f"(train e.g. convnet_bn, resnet18_bn or mobilenetv2 teachers)")

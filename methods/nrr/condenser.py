@@ -71,6 +71,7 @@ from dsdistill.methods.nrr.refine import refine_mask, refine_step
 from dsdistill.methods.sre2l.recover import BNStatLoss, ValidRange
 from dsdistill.registry import CONDENSERS
 from dsdistill.rng import make_generator
+from dsdistill.teachers import has_batchnorm
 
 
 @dataclass
@@ -125,10 +126,6 @@ class NRRConfig:
     label_batch_size: int = 256
 
 
-def _has_bn(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-
-
 @CONDENSERS.register("nrr")
 class NRR(Condenser):
     """NRR-DD: CAM-critical real patches, refined outside their critical regions, with DBR labels."""
@@ -175,7 +172,7 @@ class NRR(Condenser):
                               f"`dsdistill teachers --dataset {real.name} --output DIR`)")
         committee = load_committee(cfg.teachers, names=[cfg.teacher] if cfg.teacher else None, device=device,
                                    real=real)
-        bn = [t for t in committee if _has_bn(t.model)]
+        bn = [t for t in committee if has_batchnorm(t.model)]
         if not bn:
             raise ConfigError(f"no teacher in {cfg.teachers} has BatchNorm layers; NRR's refinement matches BN "
                               "statistics (train e.g. convnet_bn or resnet18_bn)")

@@ -53,6 +53,7 @@ from dsdistill.data.real import RealData
 from dsdistill.errors import ConfigError
 from dsdistill.registry import CONDENSERS
 from dsdistill.rng import make_generator
+from dsdistill.teachers import has_batchnorm
 from dsdistill.methods.sre2l.patches import SELECTIONS, class_patches, class_selection
 from dsdistill.methods.sre2l.recover import BNStatLoss, ValidRange, batch_augment, committee_loss, cosine_lr
 
@@ -153,10 +154,6 @@ class Plan:
     scorer: int  # teacher that scores RDED patches
 
 
-def _has_bn(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-
-
 class DecoupledCondenser(Condenser):
     """Shared recover -> relabel pipeline of ``sre2l`` and ``cvdd`` (subclasses choose the committee plan)."""
 
@@ -180,7 +177,7 @@ class DecoupledCondenser(Condenser):
         return [self.config.teacher] if self.config.teacher else None
 
     def plan(self, teachers: list, ipc: int, seed: int) -> Plan:
-        bn = [i for i, t in enumerate(teachers) if _has_bn(t.model)]
+        bn = [i for i, t in enumerate(teachers) if has_batchnorm(t.model)]
         if not bn:
             raise ConfigError(f"no teacher in {self.config.teachers} has BatchNorm layers; SRe2L matches BN "
                               f"statistics (train e.g. resnet18_bn or mobilenetv2 teachers)")

@@ -41,10 +41,11 @@ from typing import Any
 
 
 from dsdistill.errors import ConfigError
-from dsdistill.methods.sre2l.condenser import DecoupledCondenser, Plan, SRe2LConfig, _has_bn, resolution_recipe
+from dsdistill.methods.sre2l.condenser import DecoupledCondenser, Plan, SRe2LConfig, resolution_recipe
 from dsdistill.methods.sre2l.voting import SCHEDULES, WEIGHTINGS, voter_schedule, voter_weights
 from dsdistill.registry import CONDENSERS
 from dsdistill.rng import make_generator
+from dsdistill.teachers import has_batchnorm
 
 
 @dataclass
@@ -100,7 +101,7 @@ class CVDD(DecoupledCondenser):
 
     def plan(self, teachers: list, ipc: int, seed: int) -> Plan:
         cfg = self.config
-        no_bn = [t.name for t in teachers if not _has_bn(t.model)]
+        no_bn = [t.name for t in teachers if not has_batchnorm(t.model)]
         if no_bn:
             raise ConfigError(f"committee teacher(s) {', '.join(no_bn)} have no BatchNorm layers; CV-DD matches BN "
                               f"statistics of every voter (use BatchNorm models, e.g. resnet18_bn)")
