@@ -162,7 +162,7 @@ class InferProtocol:
                 checkpoint of another evaluation.
             SyntheticFileError: The set's components are missing or inconsistent.
         """
-        from dsdistill.evaluators.softlabel import teachers_dir
+        from dsdistill.evaluators.softlabel import load_recorded_teachers, provenance_sha256
         from dsdistill.evaluators.standard import check_compatible
         from dsdistill.methods.infer import expand, infer_parts
         from dsdistill.methods.sre2l.recover import ValidRange
@@ -185,8 +185,11 @@ class InferProtocol:
         temp = self.temperature
         committee, tdir = None, None
         if baseline or online_mode:
-            committee, tdir = _committee(syn, real, options.get("teachers"), device, teachers_dir,
-                                         "--online-teacher" if online_mode else "the random-subset baseline")
+            committee, tdir = load_recorded_teachers(
+                syn, real, options.get("teachers"), device,
+                names=list(syn.components["static_labels"].meta.get("teachers") or []),
+                recorded=provenance_sha256(syn), protocol="infer",
+                why="--online-teacher" if online_mode else "the random-subset baseline")
         with torch.no_grad():
             instances = expand(parts.base.to(device), parts.ufc.to(device), valid)
         online = None
@@ -254,24 +257,6 @@ def static_labels_like(images: Tensor, committee: list, dtype: torch.dtype) -> T
     from dsdistill.methods.infer.condenser import static_labels
 
     return static_labels(images, [t.model for t in committee], 256).to(dtype)
-
-
-def _committee(syn, real, teachers: str | None, device: str, find_dir, why: str) -> tuple[list, Any]:
-    """The teachers the set was labelled with (names and sha256 from its provenance)."""
-    from dsdistill.teachers import load_committee
-
-    directory = find_dir(syn, teachers)
-    if directory is None:
-        raise ConfigError(f"the infer protocol needs the teachers for {why}, and the file records no existing "
-                          "teachers directory; pass --teachers DIR (or --no-baseline to skip the random subset)")
-    names = list(syn.components["static_labels"].meta.get("teachers") or []) or None
-    committee = load_committee(directory, names, device=device, real=real)
-    recorded = {t.get("name"): t.get("sha256") for t in syn.provenance.get("teachers", []) if isinstance(t, dict)}
-    for t in committee:
-        if recorded.get(t.name) and t.meta.get("sha256") and recorded[t.name] != t.meta["sha256"]:
-            raise ConfigError(f"teacher '{t.name}' in {directory} is not the one the set was labelled with "
-                              f"(sha256 {t.meta['sha256'][:12]} vs {recorded[t.name][:12]}); pass the original teachers")
-    return committee, directory
 
 
 INFER = EVALUATORS.register("infer")(InferProtocol())

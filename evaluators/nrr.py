@@ -207,21 +207,14 @@ class DBRProtocol:
 
     def _teacher(self, syn, real, teachers: str | None, device: str, meta: dict):
         """The teacher the set was labelled with (name and sha256 from the DBR metadata / provenance)."""
-        from dsdistill.evaluators.softlabel import teachers_dir
-        from dsdistill.teachers import load_committee
+        from dsdistill.evaluators.softlabel import load_recorded_teachers
 
-        directory = teachers_dir(syn, teachers)
-        if directory is None:
-            raise ConfigError("the dbr protocol needs the teacher for the random-subset baseline, and the file records "
-                              "no existing teachers directory; pass --teachers DIR (or --no-baseline)")
         name = meta.get("teacher")
         if not isinstance(name, str) or not name:
             raise SyntheticFileError("the DBR labels do not record which teacher made them")
-        teacher = load_committee(directory, [name], device=device, real=real)[0]
-        recorded = meta.get("teacher_sha256")
-        if recorded and teacher.meta.get("sha256") and recorded != teacher.meta["sha256"]:
-            raise ConfigError(f"teacher '{name}' in {directory} is not the one the set was labelled with (sha256 "
-                              f"{teacher.meta['sha256'][:12]} vs {recorded[:12]}); pass the original teachers")
+        recorded = {name: meta["teacher_sha256"]} if meta.get("teacher_sha256") else {}
+        (teacher,), directory = load_recorded_teachers(syn, real, teachers, device, names=[name], recorded=recorded,
+                                                       protocol="dbr", why="the random-subset baseline")
         return teacher, directory
 
 

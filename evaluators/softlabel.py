@@ -115,24 +115,41 @@ def teachers_dir(syn: SyntheticSet, teachers: str | Path | None) -> Path | None:
     return None
 
 
-def load_teachers(syn: SyntheticSet, real: RealData, teachers: str | Path | None, device: str, why: str):
-    """The committee the set was labelled with (names and weights from its replay settings)."""
+def provenance_sha256(syn: SyntheticSet) -> dict[str, str]:
+    """``{teacher name: sha256}`` of the teachers the set's provenance records."""
+    records = syn.provenance.get("teachers")
+    if not isinstance(records, list):
+        return {}
+    return {t.get("name"): t.get("sha256") for t in records if isinstance(t, dict) and t.get("sha256")}
+
+
+def load_recorded_teachers(syn: SyntheticSet, real: RealData, teachers: str | Path | None, device: str, *,
+                           names: list[str] | None, recorded: dict[str, str], protocol: str, why: str):
+    """The teachers a set was labelled with: from ``teachers`` or the directory the file records, each
+    checked against its recorded sha256. Returns ``(committee, directory)``.
+
+    Raises:
+        ConfigError: No directory, or a teacher that is not the recorded one.
+    """
+    from dsdistill.teachers import load_committee
+
     directory = teachers_dir(syn, teachers)
     if directory is None:
-        raise ConfigError(f"the softlabel protocol needs the teachers for {why}, and the file records no existing "
+        raise ConfigError(f"the {protocol} protocol needs the teachers for {why}, and the file records no existing "
                           "teachers directory; pass --teachers DIR (or --no-baseline to skip the random subset)")
-    try:
-        from dsdistill.teachers import load_committee
-    except ImportError:  # pragma: no cover - the teachers package ships with dsdistill
-        raise ConfigError("dsdistill.teachers is not available; cannot load teachers") from None
-    names = list(syn.replay.settings.get("teachers") or []) if syn.replay is not None else []
     committee = load_committee(directory, names or None, device=device, real=real)
-    recorded = {t.get("name"): t.get("sha256") for t in syn.provenance.get("teachers", [])
-                if isinstance(t, dict) and t.get("sha256")} if isinstance(syn.provenance.get("teachers"), list) else {}
     for t in committee:
         if recorded.get(t.name) and t.meta.get("sha256") and recorded[t.name] != t.meta["sha256"]:
             raise ConfigError(f"teacher '{t.name}' in {directory} is not the one the set was labelled with "
                               f"(sha256 {t.meta['sha256'][:12]} vs {recorded[t.name][:12]}); pass the original teachers")
+    return committee, directory
+
+
+def load_teachers(syn: SyntheticSet, real: RealData, teachers: str | Path | None, device: str, why: str):
+    """The committee the set was labelled with (names and weights from its replay settings)."""
+    names = list(syn.replay.settings.get("teachers") or []) if syn.replay is not None else []
+    committee, directory = load_recorded_teachers(syn, real, teachers, device, names=names,
+                                                  recorded=provenance_sha256(syn), protocol="softlabel", why=why)
     weights = syn.replay.settings.get("weights") if syn.replay is not None else None
     if weights is not None and len(weights) != len(committee):
         raise ConfigError(f"the file's labels were made by {len(weights)} teachers but {directory} gives "
