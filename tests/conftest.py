@@ -140,6 +140,26 @@ def stop_at():
     return StopAt
 
 
+class StopAfterSaves(Checkpointer):
+    """A checkpointer (every 2 iterations, resuming) that requests a stop, as SIGTERM would, after ``n`` saves."""
+
+    def __init__(self, path, n: int) -> None:
+        super().__init__(path, every=2, resume=True)
+        self.n = n
+
+    def save(self, state) -> None:
+        super().save(state)
+        self.n -= 1
+        if self.n <= 0:
+            self.stop_requested = True
+
+
+@pytest.fixture(scope="session")
+def stop_after_saves():
+    """:class:`StopAfterSaves` (importlib mode cannot import a conftest by name)."""
+    return StopAfterSaves
+
+
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
              "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
 

@@ -217,25 +217,11 @@ def test_test_split_never_reaches_the_condenser(tiny_real, tiny_teachers):
     assert torch.equal(clean.components["dbr"].values, dirty.components["dbr"].values)
 
 
-class StopAfter(Checkpointer):
-    """Requests a stop (as SIGTERM would) after ``n`` saves."""
-
-    def __init__(self, path, n):
-        super().__init__(path, every=2, resume=True)
-        self.n = n
-
-    def save(self, state):
-        super().save(state)
-        self.n -= 1
-        if self.n <= 0:
-            self.stop_requested = True
-
-
-def test_checkpoint_resume_equals_uninterrupted(tiny_real, tiny_teachers, tmp_path):
+def test_checkpoint_resume_equals_uninterrupted(tiny_real, tiny_teachers, tmp_path, stop_after_saves):
     settings = {**FAST, "iterations": 5, "ipc_per_batch": 1, "cam_every": 2, "teachers": tiny_teachers}
     full = _nrr(settings, tiny_real)
     with pytest.raises(Interrupted):
-        _nrr(settings, tiny_real, checkpoint=StopAfter(tmp_path / "c.ckpt", 3))  # second batch, mid-way
+        _nrr(settings, tiny_real, checkpoint=stop_after_saves(tmp_path / "c.ckpt", 3))  # second batch, mid-way
     resumed = _nrr(settings, tiny_real, checkpoint=Checkpointer(tmp_path / "c.ckpt", every=2, resume=True))
     assert torch.equal(full.images, resumed.images)
     assert torch.equal(full.components["dbr"].values, resumed.components["dbr"].values)

@@ -183,26 +183,12 @@ def test_test_split_never_reaches_recover_or_labels(tiny_real, tiny_teachers):
         assert torch.equal(clean.replay.values, dirty.replay.values), name
 
 
-class StopAfter(Checkpointer):
-    """Requests a stop (as SIGTERM would) after ``n`` saves."""
-
-    def __init__(self, path, n):
-        super().__init__(path, every=2, resume=True)
-        self.n = n
-
-    def save(self, state):
-        super().save(state)
-        self.n -= 1
-        if self.n <= 0:
-            self.stop_requested = True
-
-
-def test_checkpoint_resume_equals_uninterrupted(tiny_real, tiny_teachers, tmp_path):
+def test_checkpoint_resume_equals_uninterrupted(tiny_real, tiny_teachers, tmp_path, stop_after_saves):
     settings = {**FAST, "iterations": 5, "teachers": tiny_teachers, "init": "real", "random_crop": True,
                 "flip": True}
     full = _sre2l(settings, tiny_real)
     with pytest.raises(Interrupted):
-        _sre2l(settings, tiny_real, checkpoint=StopAfter(tmp_path / "c.ckpt", 4))  # mid-item: item 2, step 1
+        _sre2l(settings, tiny_real, checkpoint=stop_after_saves(tmp_path / "c.ckpt", 4))  # mid-item: item 2, step 1
     resumed = _sre2l(settings, tiny_real, checkpoint=Checkpointer(tmp_path / "c.ckpt", every=2, resume=True))
     assert torch.equal(full.images, resumed.images)
     assert torch.equal(full.replay.values, resumed.replay.values)
