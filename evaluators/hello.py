@@ -129,7 +129,7 @@ def train_with_projector(model: nn.Module, images: Tensor, labels: Tensor, proje
     resumed student ends bitwise as an uninterrupted one on CPU: augmentation comes from the
     restored generator and the projector is deterministic).
     """
-    from dsdistill.methods.hello.projector import mix_weights, mixed_ce
+    from dsdistill.methods.hello.projector import mixed_ce
     from dsdistill.softlabels import augment, draw_params
 
     opt = AdamWCosine(model, lr=lr, weight_decay=weight_decay, epochs=epochs, smoothing=smoothing, generator=generator,
@@ -145,7 +145,7 @@ def train_with_projector(model: nn.Module, images: Tensor, labels: Tensor, proje
             x = augment(images, params, idx, size)
             with torch.no_grad():
                 target = projector(x)
-            lam, partner = mix_weights(params, idx, size)
+            lam, partner = params.cutmix(idx, size)
             out = model(to_channels_last(x))
             loss = F.mse_loss(out, target) + beta * mixed_ce(out, labels[idx.to(labels.device)], lam.to(out.device),
                                                              labels[partner.to(labels.device)])

@@ -13,9 +13,9 @@ shuffled by the evaluation's own generator. Batch 16 is the small post-evaluatio
 SRe2L++ baseline (SOFTLABEL.md section 2); at MNIST IPC 10 it gives 7 optimiser steps per epoch
 instead of 2 with batch 64, which left both arms under-trained (measured, session 4, 2 students
 each, 100 epochs: the session-3 nrr set 95.07/94.17 at batch 16 vs 92.91/92.05 at batch 64; the
-random arm 93.36/95.21 vs 90.97/94.49). ``--batch-size`` overrides it for both arms. Epochs default to the stored label epochs; more is an
-error (labels are not cycled), fewer uses the first ones. The accuracy reported is the final
-epoch's on the test split.
+random arm 93.36/95.21 vs 90.97/94.49). ``--batch-size`` overrides it for both arms. Epochs default
+to the stored label epochs; more is an error (labels are not cycled), fewer uses the first ones.
+The accuracy reported is the final epoch's on the test split.
 
 For every (model, run) it trains ``synthetic`` (the set with its DBR labels) and ``random``: a random
 real subset of the same IPC, **labelled the same way by the same teacher** (two float16 distances per
@@ -43,7 +43,7 @@ from dsdistill.evaluators.jobs import new_student, open_checkpoint, plan_jobs, r
 from dsdistill.evaluators.report import EvalReport, cell, gain_cell
 from dsdistill.evaluators.softlabel_train import AdamWCosine
 from dsdistill.evaluators.storage import REPLAY_PARAM_BYTES, storage_breakdown, storage_lines
-from dsdistill.methods.nrr.dbr import COMPONENT, DBRSpec, check_labels, dbr_labels, dbr_loss, mix_weights
+from dsdistill.methods.nrr.dbr import COMPONENT, DBRSpec, check_labels, dbr_labels, dbr_loss
 from dsdistill.perf import to_channels_last
 from dsdistill.registry import EVALUATORS
 from dsdistill.rng import derive_seed, make_generator
@@ -70,7 +70,7 @@ def train_dbr_student(model: nn.Module, images: Tensor, labels: Tensor, dbr: Ten
         params = spec.params(e, n)
         for idx in torch.randperm(n, generator=generator).split(batch_size):
             x = augment(images, params, idx, spec.size)
-            lam, partner = mix_weights(params, idx, spec.size)
+            lam, partner = params.cutmix(idx, spec.size)
             dev = x.device
             loss = dbr_loss(model(to_channels_last(x)), labels[idx.to(dev)], lam.to(dev), labels[partner.to(dev)],
                             dbr[e, idx].to(dev), alpha_dbr=alpha_dbr, ce_weight=ce_weight)

@@ -93,12 +93,7 @@ class OnlineSource:
         return y if self.average == "probs" else torch.softmax(y / self.temperature, 1)
 
     def lam(self, e: int, idx: Tensor, params: AugParams) -> tuple[Tensor, Tensor]:
-        idx = idx.cpu().long()
-        if params.partners is None:
-            return torch.ones(len(idx)), idx
-        box = params.mix_boxes[idx].double()
-        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-        return (1 - area / (self.size[0] * self.size[1])).float(), params.partners[idx]
+        return params.cutmix(idx, self.size)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -13,9 +13,10 @@ Example:
 """
 
 from dsdistill.softlabels.relabel import bn_train_copies, combine, label_batch, relabel, relabel_like, teacher_mode
-from dsdistill.softlabels.params import AugParams, augment, draw_params, resized_crop, sample_crops, sample_cutmix
+from dsdistill.softlabels.params import AugParams, augment, cutmix_weights, draw_params, resized_crop, sample_crops, \
+    sample_cutmix
 from dsdistill.softlabels.replay import ReplayLabels, expand_topk
 
-__all__ = ["ReplayLabels", "relabel", "relabel_like", "AugParams", "augment", "draw_params", "expand_topk",
-           "resized_crop", "sample_crops", "sample_cutmix", "combine", "label_batch", "teacher_mode",
+__all__ = ["ReplayLabels", "relabel", "relabel_like", "AugParams", "augment", "cutmix_weights", "draw_params",
+           "expand_topk", "resized_crop", "sample_crops", "sample_cutmix", "combine", "label_batch", "teacher_mode",
            "bn_train_copies"]

@@ -39,6 +39,10 @@ class AugParams:
     partners: Tensor | None = None
     mix_boxes: Tensor | None = None
 
+    def cutmix(self, idx: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """CutMix ``(lam, partner)`` of samples ``idx`` (:func:`cutmix_weights`)."""
+        return cutmix_weights(self.partners, self.mix_boxes, idx, size)
+
 
 def sample_crops(n: int, src: tuple[int, int], generator: torch.Generator,
                  scale: tuple[float, float] = (0.08, 1.0),
@@ -135,6 +139,28 @@ def resized_crop(images: Tensor, crops: Tensor, size: tuple[int, int]) -> Tensor
     gx = (2 * px / sw - 1).to(images.dtype)
     grid = torch.stack([gx[:, None, :].expand(b, oh, ow), gy[:, :, None].expand(b, oh, ow)], -1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def cutmix_weights(partners: Tensor | None, mix_boxes: Tensor | None, idx: Tensor,
+                   size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """CutMix ``(lam, partner)`` of samples ``idx``: ``lam = 1 - box_area / (h w)`` is the weight of a
+    sample's own label, the partner's takes ``1 - lam`` (``lam = 1`` and partner = self without mixing).
+
+    Args:
+        partners: ``(n,)`` partner of every sample of one epoch, or None without mixing.
+        mix_boxes: ``(n, 4)`` ``(y1, x1, y2, x2)`` pasted boxes, or None.
+        idx: ``(B,)`` sample indices.
+        size: Output ``(h, w)``.
+
+    Returns:
+        ``(B,)`` float32 ``lam`` and ``(B,)`` int64 partners.
+    """
+    idx = idx.cpu().long()
+    if partners is None:
+        return torch.ones(len(idx)), idx
+    box = mix_boxes[idx].double()
+    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+    return (1 - area / (size[0] * size[1])).float(), partners[idx].long()
 
 
 def augment(images: Tensor, params: AugParams, idx: Tensor, size: tuple[int, int]) -> Tensor:

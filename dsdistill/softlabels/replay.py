@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from dsdistill.softlabels.params import (AugParams, augment, draw_params, resized_crop,  # noqa: F401  (re-exported)
+from dsdistill.softlabels.params import (AugParams, augment, cutmix_weights, draw_params, resized_crop,  # noqa: F401
                                          sample_crops, sample_cutmix)
 
 Kind = Literal["logits", "probs"]
@@ -177,12 +177,9 @@ class ReplayLabels:
     def lam(self, epoch: int, idx: Tensor) -> tuple[Tensor, Tensor]:
         """CutMix ``(lam, partner)`` of samples ``idx``: weight of the sample's own hard label and
         the partner whose label takes ``1 - lam`` (``lam = 1``, partner = self without mixing)."""
-        idx = idx.cpu().long()
         if self.partners is None:
-            return torch.ones(len(idx)), idx
-        box = self.mix_boxes[epoch, idx].double()
-        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-        return (1 - area / (self.size[0] * self.size[1])).float(), self.partners[epoch, idx].long()
+            return cutmix_weights(None, None, idx, self.size)
+        return cutmix_weights(self.partners[epoch], self.mix_boxes[epoch], idx, self.size)
 
     def targets(self, epoch: int, idx: Tensor, temperature: float | None = None) -> Tensor:
         """``(B, K)`` float32 target probabilities for samples ``idx`` at ``epoch``.

@@ -166,16 +166,6 @@ def ranks_of(tensors: dict[str, Tensor]) -> tuple[int, int]:
     return (max(enc) if enc else 0), (max(head) if head else 0)
 
 
-def mix_weights(params, idx: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """CutMix ``(lam, partner)`` per sample ``idx`` (lam = area fraction of the sample's own image)."""
-    idx = idx.cpu().long()
-    if params.partners is None:
-        return torch.ones(len(idx)), idx
-    box = params.mix_boxes[idx].double()
-    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-    return (1 - area / (size[0] * size[1])).float(), params.partners[idx]
-
-
 def mixed_ce(logits: Tensor, labels: Tensor, lam: Tensor, partner_labels: Tensor) -> Tensor:
     """``mean(lam * CE(y) + (1 - lam) * CE(y_partner))``."""
     return (lam * F.cross_entropy(logits, labels, reduction="none")
@@ -189,7 +179,7 @@ def augmented_batch(images: Tensor, labels: Tensor, generator: torch.Generator, 
     params = draw_params(len(images), size, size, generator, scale=scale, flip=flip, mix=mix)
     idx = torch.arange(len(images))
     x = augment(images, params, idx, size)
-    lam, partner = mix_weights(params, idx, size)
+    lam, partner = params.cutmix(idx, size)
     return x, labels, lam.to(images.device), labels[partner.to(labels.device)]
 
 
@@ -237,4 +227,4 @@ def projector_accuracy(projector: Projector, images: Tensor, labels: Tensor, chu
 
 
 __all__ = ["Projector", "LoRADelta", "text_head", "train_projector", "projector_accuracy", "augmented_batch",
-           "mixed_ce", "mix_weights", "ranks_of", "PREFIX"]
+           "mixed_ce", "ranks_of", "PREFIX"]

@@ -79,16 +79,6 @@ class DBRSpec:
             raise SyntheticFileError(f"the DBR labels' metadata is incomplete or malformed ({exc!r})") from None
 
 
-def mix_weights(params: AugParams, idx: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """``(lam, partner)`` of samples ``idx``: ``lam = 1 - box_area / (H W)`` (1 and self without mixing)."""
-    idx = idx.cpu().long()
-    if params.partners is None:
-        return torch.ones(len(idx)), idx
-    box = params.mix_boxes[idx].double()
-    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-    return (1 - area / (size[0] * size[1])).float(), params.partners[idx]
-
-
 def pair_ce(logits: Tensor, labels: Tensor, lam: Tensor, partner_labels: Tensor) -> tuple[Tensor, Tensor]:
     """``(CE(y_i), CE(lam y_i + (1 - lam) y_j))`` per sample, float32."""
     ce_i = F.cross_entropy(logits.float(), labels, reduction="none")
@@ -107,7 +97,7 @@ def dbr_labels(images: Tensor, labels: Tensor, teacher: nn.Module, spec: DBRSpec
         params = spec.params(e, n)
         for idx in torch.arange(n).split(batch_size):
             x = augment(images, params, idx, spec.size)
-            lam, partner = mix_weights(params, idx, spec.size)
+            lam, partner = params.cutmix(idx, spec.size)
             d_org, d_aug = pair_ce(teacher(x), labels[idx.to(images.device)], lam.to(x.device),
                                    labels[partner.to(images.device)])
             out[e, idx] = torch.stack([d_org, d_aug], 1).cpu()
