@@ -128,18 +128,24 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """``model.load_state_dict(state)`` with a one-line ConfigError when it does not fit."""
-    own = model.state_dict()
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``, in one line
+    (missing keys, unexpected keys, shape mismatches, two examples each); "" when it fits."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing key(s) (e.g. {missing[:2]})" if missing else "",
-                 f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:2]})" if unexpected else "",
-                 f"shape mismatch: {', '.join(wrong[:2])}" if wrong else ""]
-        raise ConfigError(f"{what} does not fit: {'; '.join(p for p in parts if p)}")
+    parts = [f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:2])})" if missing else "",
+             f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
+             f"{len(wrong)} shape mismatch(es) (e.g. {'; '.join(wrong[:2])})" if wrong else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line ConfigError when it does not fit."""
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise ConfigError(f"{what} does not fit: {problem}")
     model.load_state_dict(state)
 
 

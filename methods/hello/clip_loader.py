@@ -196,16 +196,11 @@ def fit_state(model: nn.Module, state: dict[str, Tensor], path: Path, name: str)
     own = model.state_dict()
     if "logit_scale" in state and "logit_scale" in own and state["logit_scale"].ndim != own["logit_scale"].ndim:
         state["logit_scale"] = state["logit_scale"].reshape(own["logit_scale"].shape)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:2])})" if missing else "",
-                 f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
-                 f"{len(wrong)} shape mismatch(es) (e.g. {'; '.join(wrong[:2])})" if wrong else ""]
-        raise ConfigError(f"clip weights file {path} does not fit open_clip model {name!r}: "
-                          f"{', '.join(p for p in parts if p)}")
+    from dsdistill.teachers.store import state_mismatch
+
+    problem = state_mismatch(own, state)
+    if problem:
+        raise ConfigError(f"clip weights file {path} does not fit open_clip model {name!r}: {problem}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
