@@ -123,9 +123,9 @@ def with_protocol_options(protocol: Any, overrides: dict[str, Any]) -> Any:
             raise ConfigError(f"protocol {protocol.name!r} has no option {key!r}; it takes: {', '.join(sorted(fields))}")
         default = getattr(protocol, key)
         if isinstance(default, float) and isinstance(value, str):
-            from dsdistill.condenser import _number_text
+            from dsdistill.condenser import number_from_text
 
-            value = _number_text(value)  # "1e-3" is a string to YAML 1.1
+            value = number_from_text(value)  # "1e-3" is a string to YAML 1.1
         ok = (isinstance(value, bool) if isinstance(default, bool) else
               isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int) else
               isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

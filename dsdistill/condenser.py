@@ -58,7 +58,7 @@ class Condenser:
         raise NotImplementedError
 
 
-def _number_text(value: Any) -> Any:
+def number_from_text(value: Any) -> Any:
     """``"1e-6"`` -> ``1e-06``: YAML 1.1 (``yaml.safe_load``, used for ``-p`` values and config files)
     reads exponent notation without a dot as a string; anything else (including "nan"/"inf" text)
     is returned unchanged."""
@@ -86,7 +86,7 @@ def resolve_config(config_cls: type, overrides: dict[str, Any]) -> Any:
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"setting {key} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
-            value = _number_text(value)
+            value = number_from_text(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"setting {key} must be a number, got {value!r}")
             value = type(default)(value) if not (isinstance(default, int) and isinstance(value, float)
