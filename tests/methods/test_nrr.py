@@ -247,5 +247,6 @@ def test_digit_labels_never_flip():
     assert mnist.label_flip is False and mnist.scale_min == 1.0 and mnist.label_scale_min == 0.5
     assert mnist.slot_pool == 1  # digits: random candidates (module docstring of the condenser)
     cifar = CONDENSERS.get("nrr").from_settings("cifar10", 10).config
-    assert cifar.label_flip is True and cifar.beta == 1 and cifar.scale_min == 0.5 and cifar.label_scale_min == 0.08
-    assert cifar.slot_pool == 0
+    assert cifar.label_flip is True and cifar.beta == 1 and cifar.label_scale_min == 0.08
+    assert cifar.scale_min == 1.0 and cifar.slot_pool == 1  # <= 32 px: whole random images (docstring)
+    assert CONDENSERS.get("nrr").recipe("imagefolder:/somewhere", 10) == {}  # user data: CIDD's own rule
