@@ -29,6 +29,14 @@ the provenance). UFC group ``m`` is optimised against teacher ``m`` alone, as th
 (``model_index = ipc_id // ipc_init - 1``); all M teachers label every instance. The provenance
 records every teacher's name, validation accuracy and sha256, which the protocol checks.
 
+Measured (IPC 10, ``-p iterations=160``, protocol ``infer``, convnet student, 3 runs, final epoch,
+test %; the random arm is a random real subset of the nominal IPC with the same teachers' mean
+logits): MNIST (committee convnet_bn / shufflenetv2 / mobilenetv2, 91 counted images, 280
+instances, 150 epochs) 96.40 +- 0.06 vs 95.88 +- 0.21 (compensators zeroed: 96.11 +- 0.09);
+CIFAR-10 (committee convnet_bn / shufflenetv2 trained here on 2,000 images per class, val 78.66 /
+66.36 %; 96 counted images, 240 instances, 200 epochs) 42.01 +- 1.00 vs 39.70 +- 0.72. Labels:
+5,600 / 4,800 B of fp16 logits against 615,000 / 820,000 B for per-epoch relabeling of the same IPC.
+
 Work runs in one process (``torchrun`` is not sharded); progress is checkpointed per compensator and
 every ``--checkpoint-every`` steps, and ``--resume`` continues bitwise (each UFC has its own
 generator derived from ``(seed, m, k)``).
