@@ -32,10 +32,11 @@ the committee labels are the better ones (random subset + committee labels 98.14
 On CIFAR-10 (committee convnet_bn / shufflenetv2 trained here on 2,000 images per class, val 78.66 /
 66.36 %, so synthesis weights 0.92 / 0.08 and label weights 0.77 / 0.23; ``init=herding`` + 200
 iterations without the crop, 300 label epochs; same protocol, 3 runs) ``cvdd`` beats its random arm
-and ``sre2l``: 49.78 ± 0.35 vs 48.29 ± 1.05 for random real subsets with the same committee labels
+and ``sre2l`` at the same budget: 49.78 ± 0.35 vs 48.29 ± 1.05 for random real subsets with the same committee labels
 (IOR +0.0149; validation 50.47 vs 48.25; paired runs -0.38, +1.91, +2.95; hard labels 39.65 ±
 0.32), while ``sre2l`` with convnet_bn alone and the same init and budget reaches 47.61 ± 0.38 (its
-random arm 48.31 ± 1.13). Condense 415 CPU-s, evaluation 1,106 CPU-s.
+random arm 48.31 ± 1.13; with 50 iterations ``sre2l`` reaches 50.21 ± 0.22). Condense 415 CPU-s,
+evaluation 1,106 CPU-s.
 
 Differences from the reference, all deliberate:
 * priors are the teachers' validation accuracies measured by the toolkit, not hard-coded
