@@ -148,6 +148,11 @@ class SRe2LConfig:
     average: str = "logits"
     batch_specific: bool = False
 
+    @property
+    def scored_init(self) -> bool:
+        """Whether the initial images are chosen by the scorer teacher (patches, herding, k-center)."""
+        return self.init not in ("noise", "real")
+
 
 @dataclass
 class Plan:
@@ -226,10 +231,9 @@ class DecoupledCondenser(Condenser):
             return class_patches(real.train_images[idx].to(device), c, ipc, scorer, g, factor=cfg.patch_factor,
                                  pool=cfg.patch_pool, crops=cfg.patch_crops, scale_min=cfg.patch_scale_min).cpu()
 
-        scored = cfg.init not in ("noise", "real")
-        classes = distributed.shard(list(range(K))) if scored else list(range(K))
+        classes = distributed.shard(list(range(K))) if cfg.scored_init else list(range(K))
         local = [(c, one(c)) for c in classes]
-        done = dict(distributed.gather(local)) if scored else dict(local)
+        done = dict(distributed.gather(local)) if cfg.scored_init else dict(local)
         return torch.cat([done[c] for c in range(K)])
 
     # -- recover -------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ class DecoupledCondenser(Condenser):
             "synthesis_weights": plan.weights,
             "label_teachers": [teachers[j].name for j in plan.label_teachers],
             "label_weights": None if plan.label_weights is None else [float(w) for w in plan.label_weights],
-            "patch_scorer": teachers[plan.scorer].name if cfg.init not in ("noise", "real") else None,
+            "patch_scorer": teachers[plan.scorer].name if cfg.scored_init else None,
             "items": len(items), "processes": distributed.world_size(),
             "final_loss_mean": float(sum(item_losses) / len(item_losses)) if item_losses else None,
             "recover_seconds": round(recover_seconds, 3), "relabel_seconds": round(label_seconds, 3),
