@@ -27,8 +27,7 @@ the random subset; how the gain splits between selection and recover is within o
 ``init=herding`` + 200 iterations 98.09 ± 0.12 vs the random subset with the same labels
 97.94 ± 0.01 (IOR +0.0015); with 20 iterations 98.18 ± 0.05 (validation 97.61; IOR +0.0024;
 hard labels 88.13 ± 0.74), and over nine runs (evaluation seeds 0, 1, 2) 98.16 ± 0.06 (validation
-97.56 ± 0.08). The default stays SRe2L's (noise); pass
-``-p init=herding``.
+97.56 ± 0.08). The default stays SRe2L's (noise); pass ``-p init=herding``.
 On CIFAR-10 the same recipe does not beat the random subset: teacher convnet_bn trained here on
 2,000 images per class (val 78.66 %), ``init=herding`` + 200 iterations, 3 runs, test: 47.61 ±
 0.38 vs 48.31 ± 1.13 for random real subsets with the same labels (IOR -0.0070; hard labels
