@@ -16,24 +16,13 @@ crop, no flip, lr 0.25, 1K iterations, r_bn 0.01, jitter 4; 64 px (Tiny): Random
 lr 0.1, r_bn 1.0, 4K iterations, jitter 4; larger (ImageNet): crop + flip, lr 0.25, r_bn 0.01, 4K
 iterations, jitter 32.
 
-Initialisation, measured (MNIST IPC 10, teacher convnet_bn val 98.30 %, recover of the <= 32 px
-recipe with 200 iterations, protocol ``softlabel`` 300 epochs, convnet student, one run each;
-validation / test accuracy %): random real subset + the same labels 97.27 / 97.95; RDED patches
-(most confident crops) + recover 97.23 / 98.00; ``init=herding`` with ``iterations=0`` (selection
-only) 97.40 / 98.01; ``init=herding`` + recover 97.47 / 98.25. Choosing images that cover the
-class (herding in the teacher's features) instead of the easiest ones is what lifts the set above
-the random subset; how the gain splits between selection and recover is within one-run noise
-(~0.1 point: on validation mostly selection, on test mostly recover). Over 3 runs (test):
-``init=herding`` + 200 iterations 98.09 ± 0.12 vs the random subset with the same labels
-97.94 ± 0.01 (IOR +0.0015); with 20 iterations 98.18 ± 0.05 (validation 97.61; IOR +0.0024;
-hard labels 88.13 ± 0.74), and over nine runs (evaluation seeds 0, 1, 2) 98.16 ± 0.06 (validation
-97.56 ± 0.08). The default stays SRe2L's (noise); pass ``-p init=herding``.
-On CIFAR-10 the same recipe does not beat the random subset: teacher convnet_bn trained here on
-2,000 images per class (val 78.66 %), ``init=herding`` + 200 iterations, 3 runs, test: 47.61 ±
-0.38 vs 48.31 ± 1.13 for random real subsets with the same labels (IOR -0.0070; hard labels
-39.21 ± 0.70). With 50 recover iterations (tried after that result) it does: 50.21 ± 0.22
-(validation 49.60 vs the random arm's 48.20; IOR +0.0190; hard labels 41.62 ± 1.05; the random arm
-is the 200-iteration report's, whose label settings are identical).
+Initialisation, measured (IPC 10, protocol ``softlabel``; every row with its random arm is in
+``bench/results/sre2l_cvdd_ipc10.md``): choosing images that cover the class (``init=herding`` in the
+teacher's features) instead of the easiest ones (RDED patches) or random ones is what lifts the set
+above the random subset, and a short recover helps more than a long one. MNIST, herding + 20
+iterations: 98.16 ± 0.06 over nine evaluation runs vs 97.94 ± 0.01 for the random arm; CIFAR-10
+(teacher trained here, val 78.66 %), herding + 50 iterations: 50.21 ± 0.22 vs 48.31 ± 1.13 (with
+200 iterations 47.61, below the arm). The default stays SRe2L's (noise); pass ``-p init=herding``.
 
 Differences from the reference, all deliberate:
 * the teacher is one of the toolkit's own (SRe2L downloads torchvision ImageNet weights); among

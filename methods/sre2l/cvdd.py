@@ -12,44 +12,13 @@ batch-specific soft labels (``batch_specific``: teachers' BN in train mode on mi
 Recipe (CIFAR, ``recover_voter_ipc10.sh``): lr 0.25, 200 iterations, r_bn 0.01, RandomResizedCrop +
 flip of the batch, jitter 4, 100 classes per batch, patch initialisation; 4000 iterations above 32 px.
 
-Measured on MNIST IPC 10 (committee convnet_bn / shufflenetv2 / mobilenetv2, val 98.30 / 96.95 /
-98.05 %; protocol ``softlabel`` 300 epochs, convnet student, test %, 3 runs unless noted): the
-random real subset with the committee's labels reaches 97.39 ± 0.11, below the same subset with
-the single convnet_bn teacher's labels (97.94 ± 0.01, the ``sre2l`` labels), so on MNIST the
-committee labels are the weaker ones for a ConvNet student. BSSL with a 64-image micro-batch (the
-student's batch) lowers them further (random subset 94.85, one run). Recovered sets stay below
-the random subset: RDED patches + the recipe above 95.43 ± 0.21; ``init=herding`` + 200 iterations
-without RandomResizedCrop 92.67 ± 0.41 (whole-image recover with two voters damages the images
-more than with the crop). ``init=herding`` with ``iterations=0`` (selection + committee labels, no
-recover) 97.45 ± 0.02 (test IOR +0.0006, but below the random subset on validation: 96.54 vs
-96.77). Hence ``cvdd`` < ``sre2l`` on MNIST, and no recovered ``cvdd`` set beats the random subset.
-With a committee of the two strongest teachers, convnet_bn and resnet18_bn (val 98.30 / 98.87 %),
-the committee labels are the better ones (random subset + committee labels 98.14 ± 0.02 vs 97.94
-± 0.01 with convnet_bn's alone) and ``init=herding`` + 200 iterations without the crop reaches
-98.04 ± 0.07 -- level with ``sre2l`` (98.09 ± 0.12) but still below its own random arm (IOR
--0.0011; hard labels 86.81 ± 0.80; on validation 97.54 vs 97.52). With 50 iterations: 98.10 ±
-0.08 (validation 97.66 vs 97.52; test IOR -0.0004; hard labels 83.44 ± 0.69). Selection alone
-(``iterations=0``) is below the random subset with these labels, 97.98 ± 0.06 (validation 97.41), so
-a short recover is what helps: with 20 iterations 98.16 ± 0.03 (validation 97.76 vs 97.52; IOR
-+0.0002; hard labels 82.48 ± 1.01), and a second evaluation seed (new students, new random
-subsets; ``--seed 1``) gives 98.11 ± 0.06 vs 97.97 ± 0.04 (IOR +0.0013; validation 97.66 vs
-97.38); a third (``--seed 2``, no random arm) 98.13 ± 0.09 (validation 97.72). Over the
-nine runs 98.13 ± 0.07 (validation 97.71 ± 0.08); the random arm over six (seeds 0, 1) 98.06 ± 0.09
-(validation 97.45 ± 0.13). ``init=real`` + 50 iterations: 98.16 ± 0.07 (validation 97.62).
-``sre2l`` at the same budget (herding + 20 iterations, convnet_bn alone) reaches 98.16 ± 0.06 over the
-same nine evaluation runs (validation 97.56 ± 0.08): on MNIST the two are level within one
-standard deviation on test (sre2l +0.03), while validation favours ``cvdd`` (+0.16).
-
-On CIFAR-10 (committee convnet_bn / shufflenetv2 trained here on 2,000 images per class, val 78.66 /
-66.36 %, so synthesis weights 0.92 / 0.08 and label weights 0.77 / 0.23; ``init=herding`` + 200
-iterations without the crop, 300 label epochs; same protocol, 3 runs) ``cvdd`` beats its random arm
-and ``sre2l`` at the same budget: 49.78 ± 0.35 vs 48.29 ± 1.05 for random real subsets with the same committee labels
-(IOR +0.0149; validation 50.47 vs 48.25; paired runs -0.38, +1.91, +2.95; hard labels 39.65 ±
-0.32), while ``sre2l`` with convnet_bn alone and the same init and budget reaches 47.61 ± 0.38 (its
-random arm 48.31 ± 1.13; with 50 iterations ``sre2l`` reaches 50.21 ± 0.22). Condense 415 CPU-s,
-evaluation 1,106 CPU-s. At 50 iterations ``cvdd`` reaches 52.27 ± 0.43 (validation 52.03; IOR
-+0.0398 against the same deterministic random arm, whose label settings are identical; hard labels
-40.78 ± 0.65), above ``sre2l`` at 50 iterations.
+Measured at IPC 10 (protocol ``softlabel``, ConvNet student; every setting tried, with its random
+arm, is in ``bench/results/sre2l_cvdd_ipc10.md``). MNIST: the committee of the two strongest teachers
+(convnet_bn + resnet18_bn), ``init=herding``, 20 recover iterations without RandomResizedCrop (it cuts
+digits), ``average=probs``: 98.15 ± 0.09 over nine evaluation runs, above its random arm (98.04 +-
+0.11) and level with ``sre2l`` at the same budget (98.16 ± 0.06; validation 97.71 vs 97.56); larger
+committees gave worse labels, longer recovers worse images. CIFAR-10 (convnet_bn + shufflenetv2
+trained here, 50 iterations): 52.27 ± 0.43 vs 48.29 ± 1.05 for its arm and 50.21 ± 0.22 for ``sre2l``.
 
 Differences from the reference, all deliberate:
 * priors are the teachers' validation accuracies measured by the toolkit, not hard-coded
