@@ -9,7 +9,7 @@ The learned lr is stored as ``log_lr`` (it cannot become negative, MTT issue #16
 rescaled by ``1 / lr^2`` before the SGD step, so the update ``log_lr -= lr_lr * dL/dlr / lr`` moves the
 lr by ``-lr_lr * dL/dlr`` to first order: the reference's step size (``lr_lr`` keeps its meaning),
 applied multiplicatively. A step whose loss, images or lr is non-finite, or whose new lr leaves
-``(0, max_syn_lr]``, is rolled back (images, lr, labels and the optimisers' momentum) and logged; five
+``[min_syn_lr, max_syn_lr]``, is rolled back (images, lr, labels and the optimisers' momentum) and logged; five
 in a row raise :class:`~dsdistill.errors.NumericalError`, so such an lr never reaches a file.
 
 Differences from the reference shared by all four methods:
@@ -70,6 +70,10 @@ class MTTConfig:
         dsa: Augment every student step (unseeded DSA).
         dsa_strategy: DSA op groups; empty = the dataset's default.
         max_syn_lr: A learned lr above this counts as an explosion and is rolled back.
+        min_syn_lr: A learned lr below this counts as a collapse and is rolled back: where the
+            reference's additive step would turn the lr negative, the multiplicative one shrinks it
+            towards 0 and the student would stop training (seen with AST's momentum student at a
+            too-large ``lr_teacher``: 0.02 -> 8.5e-6 in 100 iterations).
     """
 
     experts: str = ""
@@ -90,6 +94,7 @@ class MTTConfig:
     dsa: bool = True
     dsa_strategy: str = ""
     max_syn_lr: float = 1.0
+    min_syn_lr: float = 1e-4
 
 
 # MATCHING.md 3.3 (DC-BENCH tm/readme, "provided by the author"; FTD Table 7 agrees except C10 IPC50
@@ -195,8 +200,9 @@ class TrajectoryMatching(Condenser):
         for key in ("syn_steps", "expert_epochs", "iterations"):
             if getattr(cfg, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-        if cfg.lr_teacher <= 0 or cfg.max_syn_lr < cfg.lr_teacher:
-            raise ConfigError(f"lr_teacher must be in (0, max_syn_lr={cfg.max_syn_lr}], got {cfg.lr_teacher}")
+        if cfg.min_syn_lr <= 0 or not cfg.min_syn_lr <= cfg.lr_teacher <= cfg.max_syn_lr:
+            raise ConfigError(f"lr_teacher must be in [min_syn_lr={cfg.min_syn_lr}, max_syn_lr={cfg.max_syn_lr}] "
+                              f"with min_syn_lr > 0, got {cfg.lr_teacher}")
         store = ExpertStore.open(cfg.experts)
         if store.dataset != real.name:
             raise ConfigError(f"the experts in {cfg.experts} were trained on {store.dataset!r}, not {real.name!r}")
@@ -310,9 +316,9 @@ class TrajectoryMatching(Condenser):
                         o.step()
                     new_lr = float(log_lr.detach().exp())
                     finite = all(bool(torch.isfinite(p).all()) for p in params)
-                    if not (finite and 0.0 < new_lr <= cfg.max_syn_lr and math.isfinite(new_lr)):
-                        log.warning("iteration %d: learned lr would become %.4g (allowed: (0, %g]) or the images "
-                                    "non-finite; step rolled back", it, new_lr, cfg.max_syn_lr)
+                    if not (finite and cfg.min_syn_lr <= new_lr <= cfg.max_syn_lr and math.isfinite(new_lr)):
+                        log.warning("iteration %d: learned lr would become %.4g (allowed: [%g, %g]) or the images "
+                                    "non-finite; step rolled back", it, new_lr, cfg.min_syn_lr, cfg.max_syn_lr)
                         for o, b in zip(opts, backup):
                             o.load_state_dict(b)
                         return torch.tensor(float("nan"))
@@ -320,7 +326,8 @@ class TrajectoryMatching(Condenser):
 
                 state["skipped"] = False
                 loss = guarded_step(step, params, it, failures,
-                                    hint="lower lr_img or lr_lr (or raise max_syn_lr) and retry")
+                                    hint="lower lr_img or lr_lr, or move lr_teacher away from the bounds "
+                                         "min_syn_lr/max_syn_lr, and retry")
                 if loss is None:
                     rolled_back += 1
                 else:

@@ -182,3 +182,25 @@ def test_recipes_follow_the_tables():
     assert MTT.recipe("mnist", 1)["zca"] is False and MTT.recipe("mnist", 1)["syn_steps"] == 50
     assert FTD.recipe("cifar10", 1)["ema_decay"] == 0.9999
     assert DATM.recipe("cifar10", 1)["threshold"] == 1.1
+
+
+def test_collapsing_lr_is_rolled_back_and_never_written(tiny_real, tiny_experts, caplog):
+    cfg = {**FAST, "experts": tiny_experts["mtt"], "lr_teacher": 0.01, "lr_lr": 1e-6, "iterations": 6}
+    free = MTT.from_settings("tiny", 1, cfg).condense(tiny_real, 1, seed=0, progress=False)
+    assert 1e-4 <= free.lr < 0.005 and free.provenance["rolled_back_iterations"] == 0  # this run's lr falls
+    with caplog.at_level(logging.WARNING):
+        try:
+            syn = MTT.from_settings("tiny", 1, {**cfg, "min_syn_lr": 0.005}).condense(tiny_real, 1, seed=0,
+                                                                                      progress=False)
+        except NumericalError as err:
+            assert "min_syn_lr" in str(err)
+            syn = None
+    assert "step rolled back" in caplog.text and "allowed: [0.005, 1]" in caplog.text
+    if syn is not None:
+        assert syn.lr >= 0.005 and syn.provenance["rolled_back_iterations"] > 0
+
+
+def test_lr_teacher_outside_the_lr_bounds_is_a_config_error(tiny_real, tiny_experts):
+    cfg = {**FAST, "experts": tiny_experts["mtt"], "lr_teacher": 1e-5}
+    with pytest.raises(ConfigError, match="min_syn_lr"):
+        MTT.from_settings("tiny", 1, cfg).condense(tiny_real, 1, progress=False)
