@@ -20,7 +20,7 @@ Initialisation, measured (IPC 10, protocol ``softlabel``; every row with its ran
 ``bench/results/sre2l_cvdd_ipc10.md``): choosing images that cover the class (``init=herding`` in the
 teacher's features) instead of the easiest ones (RDED patches) or random ones is what lifts the set
 above the random subset, and a short recover helps more than a long one. MNIST, herding + 20
-iterations: 98.16 ± 0.06 over nine evaluation runs vs 97.94 ± 0.01 for the random arm; CIFAR-10
+iterations: 98.18 ± 0.07 over twelve evaluation runs vs 97.94 ± 0.01 for the random arm; CIFAR-10
 (teacher trained here, val 78.66 %), herding + 50 iterations: 50.21 ± 0.22 vs 48.31 ± 1.13 (with
 200 iterations 47.61, below the arm). The default stays SRe2L's (noise); pass ``-p init=herding``.
 

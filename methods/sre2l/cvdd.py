@@ -15,8 +15,8 @@ flip of the batch, jitter 4, 100 classes per batch, patch initialisation; 4000 i
 Measured at IPC 10 (protocol ``softlabel``, ConvNet student; every setting tried, with its random
 arm, is in ``bench/results/sre2l_cvdd_ipc10.md``). MNIST: the committee of the two strongest teachers
 (convnet_bn + resnet18_bn), ``init=herding``, 20 recover iterations without RandomResizedCrop (it cuts
-digits), ``average=probs``: 98.15 ± 0.09 over nine evaluation runs, above its random arm (98.04 +-
-0.11) and level with ``sre2l`` at the same budget (98.16 ± 0.06; validation 97.71 vs 97.56); larger
+digits), ``average=probs``: 98.17 ± 0.08 over twelve evaluation runs, above its random arm (98.04 ±
+0.11) and level with ``sre2l`` at the same budget (98.18 ± 0.07; validation 97.73 vs 97.56); larger
 committees gave worse labels, longer recovers worse images. CIFAR-10 (convnet_bn + shufflenetv2
 trained here, 50 iterations): 52.27 ± 0.43 vs 48.29 ± 1.05 for its arm and 50.21 ± 0.22 for ``sre2l``.
 
