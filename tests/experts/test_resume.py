@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,8 +103,11 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tiny_name, tmp_path):
     out = tmp_path / "killed"
     rng = random.Random()
     delays = []
-    for attempt in range(6):
+    fresh_starts = 0
+    attempt = 0
+    while attempt < 6:
         args = _cli(out, tiny_name, *(["--resume"] if attempt else []))
+        started = time.monotonic()
         p = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         delay = rng.uniform(0.3, 0.9) * duration
         try:
@@ -112,14 +116,21 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tiny_name, tmp_path):
             p.send_signal(signal.SIGKILL)
             p.wait()
             delays.append(round(delay, 2))
+            attempt += 1
             continue
         assert p.returncode == 0, p.stderr.read()[-2000:]
-        break
+        if delays or fresh_starts >= 3:
+            break
+        # The first run finished before its kill: this run was faster than the reference (warm caches, a
+        # quieter machine). Start over from nothing, timing kills by the faster run.
+        duration = time.monotonic() - started
+        shutil.rmtree(out)
+        fresh_starts += 1
     else:
         final = subprocess.run(_cli(out, tiny_name, "--resume"), env=_env(), capture_output=True, text=True,
                                timeout=300)
         assert final.returncode == 0, final.stderr[-2000:]
-    assert delays, "the run finished before the first kill; nothing was tested"
+    assert delays, f"the run finished before the first kill {fresh_starts + 1} times; nothing was tested"
     assert _h5_bytes(out) == _h5_bytes(ref), f"killed after {delays} s"
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporaries left
     assert not list(out.glob("*.ckpt"))
