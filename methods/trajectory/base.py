@@ -316,7 +316,7 @@ class TrajectoryMatching(Condenser):
                         o.step()
                     new_lr = float(log_lr.detach().exp())
                     finite = all(bool(torch.isfinite(p).all()) for p in params)
-                    if not (finite and cfg.min_syn_lr <= new_lr <= cfg.max_syn_lr and math.isfinite(new_lr)):
+                    if not (finite and cfg.min_syn_lr <= new_lr <= cfg.max_syn_lr):  # NaN and inf fail the range
                         log.warning("iteration %d: learned lr would become %.4g (allowed: [%g, %g]) or the images "
                                     "non-finite; step rolled back", it, new_lr, cfg.min_syn_lr, cfg.max_syn_lr)
                         for o, b in zip(opts, backup):
