@@ -42,9 +42,14 @@ class Protocol:
     description: str = ""
 
     def with_overrides(self, **overrides) -> "Protocol":
-        """A copy with TrainSettings fields replaced (None values ignored)."""
+        """A copy with TrainSettings fields replaced (None values ignored).
+
+        An explicit ``lr`` also wins over a set's learned lr (``use_learned_lr`` is switched off):
+        ``evaluate --lr`` on an ``mtt`` set trains at the lr asked for, not the learned one.
+        """
         changes = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))
+        learned = self.use_learned_lr and "lr" not in changes
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes), use_learned_lr=learned)
 
     def settings_for(self, syn: SyntheticSet | None) -> TrainSettings:
         """The settings for training on ``syn`` (learned lr applied when the protocol uses it)."""

@@ -41,6 +41,14 @@ def test_protocol_selection(tiny_syn):
     assert DC.settings_for(tiny_syn).lr == 0.01
 
 
+def test_explicit_lr_wins_over_the_learned_lr(tiny_syn, tiny_real):
+    tiny_syn.lr, tiny_syn.protocol = 0.02, None
+    assert TM.with_overrides(epochs=5).settings_for(tiny_syn).lr == 0.02  # other overrides keep the learned lr
+    assert TM.with_overrides(lr=0.005).settings_for(tiny_syn).lr == 0.005
+    report = evaluate(tiny_syn, tiny_real, runs=1, epochs=2, lr=0.005, progress=False, baseline=False)
+    assert report.protocol["name"] == "tm" and report.protocol["lr_used"] == 0.005
+
+
 def test_soft_labels_are_used_under_tm(tiny_syn, tiny_real):
     tiny_syn.soft_labels = SoftLabels(torch.nn.functional.one_hot(tiny_syn.labels, 4).float() * 5, "logits")
     report = evaluate(tiny_syn, tiny_real, runs=1, epochs=3, progress=False, baseline=False, protocol="tm")
