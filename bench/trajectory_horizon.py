@@ -34,19 +34,14 @@ from dsdistill.experts.params import load_flat_
 from dsdistill.io.hdf5 import load_synthetic
 from dsdistill.train import accuracy
 from dsdistill.methods.trajectory.student import FunctionalStudent
-from dsdistill.methods.trajectory.unroll import Inner, make_plan, matching_loss
+from dsdistill.methods.trajectory.unroll import Inner, make_plan, matching_loss, unroll
 
 
 def student_steps(inner: Inner, theta0: torch.Tensor, images: torch.Tensor, lr: float,
                   soft: torch.Tensor | None) -> torch.Tensor:
-    """``theta_N`` ``(P,)`` after the plan's steps (no graph kept; momentum as ``inner.momentum``)."""
-    theta, buf = theta0.clone(), None
-    for k in range(inner.plan.steps):
-        at = theta.detach().requires_grad_(True)
-        g = torch.autograd.grad(inner.step_loss(k, at, images, soft), at)[0]
-        buf = g if not inner.momentum or buf is None else inner.momentum * buf + g
-        theta = theta - lr * (buf if inner.momentum else g)
-    return theta.detach()
+    """``theta_N`` ``(P,)`` after the plan's steps: the condensers' own forward unroll, no graph kept."""
+    with torch.no_grad():
+        return unroll(inner, theta0, images, torch.tensor(float(lr)), soft, "checkpoint")[-1]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -65,7 +60,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     t0 = time.process_time()
 
     syn = load_synthetic(args.set)
@@ -83,8 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     n_test = args.test_images or len(real.test_labels)
     test_x, test_y = real.test_images[:n_test], real.test_labels[:n_test]
 
+    probe = store.build_model().eval()  # one network, its weights overwritten per measurement
+
     def test_acc(flat: torch.Tensor) -> float:
-        return 100 * accuracy(load_flat_(store.build_model(), flat).eval(), test_x, test_y)
+        return 100 * accuracy(load_flat_(probe, flat), test_x, test_y)
 
     rows = []
     for e in range(store.num_experts):
@@ -115,4 +111,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # here, not in main(): importing callers keep their thread count
     main()

@@ -32,10 +32,11 @@ def test_student_steps_are_the_condensers_unroll(tiny_real, tiny_experts):
     labels = torch.arange(4).repeat_interleave(2)
     plan = make_plan(8, tiny_real.image_shape, 5, 4, None, torch.Generator().manual_seed(1))
     theta0 = store.snapshot(0, 0)
+    bench = _bench()
     for momentum in (0.0, 0.9):
         inner = Inner(student, plan, None, labels, momentum=momentum)
         want = unroll(inner, theta0, images, torch.tensor(0.05), None, "full")[-1].detach()
-        got = _bench().student_steps(inner, theta0, images, 0.05, None)
+        got = bench.student_steps(inner, theta0, images, 0.05, None)
         torch.testing.assert_close(got, want)
 
 
